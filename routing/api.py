@@ -1,0 +1,165 @@
+"""The HTTP handlers, Starlette-level: `function_app.py` registers them with Azure Functions and
+`routing.server` serves the same functions on uvicorn.
+
+Each proxied request: inbound key → body (size limit, JSON object) → model → pool → validation
+→ `forward`. Every response carries `x-request-id`; routed ones `x-gateway-route` and
+`x-gateway-attempts`. Every failure is an OpenAI-shaped error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from routing import gateway as runtime
+from routing.backends import BACKENDS
+from routing.errors import GatewayError, error_response
+from routing.forward import Call, forward
+from routing.validate import validate_body
+
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
+                   "embeddings": "/v1/embeddings"}
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given if given and SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def _read_json(request: Request, limit: int) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "We could not parse the JSON body of your request. The body must "
+                           "be a JSON object.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than the gateway's limit of {limit} bytes.",
+                        code="request_too_large")
+
+
+async def _proxy(request: Request, operation: str, path_model: str | None = None) -> Response:
+    headers = {"x-request-id": _request_id(request)}
+    try:
+        gateway = runtime.current()
+        gateway.inbound.check(request.headers)
+        body = await _read_json(request, gateway.table.gateway.max_body_bytes)
+        model = path_model if path_model is not None else body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
+                               code="missing_required_parameter")
+        pool = gateway.table.pools.get(model)
+        if not pool:
+            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access "
+                               "to it.", param="model", code="model_not_found")
+        pool = [r for r in pool if operation in BACKENDS[r.backend].operations]
+        if not pool:
+            raise GatewayError(400, f"The model '{model}' does not support "
+                               f"{OPERATION_PATHS[operation]}.", param="model",
+                               code="unsupported_operation")
+        validate_body(operation, body)
+        call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
+                    body=body, pool=pool, user_agent=request.headers.get("user-agent"),
+                    headers=headers)
+        return await forward(gateway, call)
+    except GatewayError as error:
+        return error_response(error, headers)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _proxy(request, "chat/completions")
+
+
+async def completions(request: Request) -> Response:
+    return await _proxy(request, "completions")
+
+
+async def embeddings(request: Request) -> Response:
+    return await _proxy(request, "embeddings")
+
+
+# Azure-OpenAI-style paths: `{name}` is the public MODEL; the client's api-version is accepted
+# and the route's own API_VERSION is used upstream.
+async def azure_chat_completions(request: Request) -> Response:
+    return await _proxy(request, "chat/completions", request.path_params["name"])
+
+
+async def azure_completions(request: Request) -> Response:
+    return await _proxy(request, "completions", request.path_params["name"])
+
+
+async def azure_embeddings(request: Request) -> Response:
+    return await _proxy(request, "embeddings", request.path_params["name"])
+
+
+def _model_card(model: str, gateway) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "azure-llm-gateway"}
+
+
+async def list_models(request: Request) -> Response:
+    headers = {"x-request-id": _request_id(request)}
+    try:
+        gateway = runtime.current()
+        gateway.inbound.check(request.headers)
+        data = [_model_card(m, gateway) for m in gateway.table.models]
+        return JSONResponse({"object": "list", "data": data}, headers=headers)
+    except GatewayError as error:
+        return error_response(error, headers)
+
+
+async def retrieve_model(request: Request) -> Response:
+    headers = {"x-request-id": _request_id(request)}
+    try:
+        gateway = runtime.current()
+        gateway.inbound.check(request.headers)
+        model = request.path_params["model"]
+        if model not in gateway.table.pools:
+            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access "
+                               "to it.", param="model", code="model_not_found")
+        return JSONResponse(_model_card(model, gateway), headers=headers)
+    except GatewayError as error:
+        return error_response(error, headers)
+
+
+async def health(request: Request) -> Response:
+    """Liveness plus configuration validity; says nothing about routes to anonymous callers."""
+    headers = {"x-request-id": _request_id(request)}
+    try:
+        runtime.current()
+    except GatewayError as error:
+        return error_response(error, headers)
+    return JSONResponse({"status": "ok"}, headers=headers)
+
+
+# (route template, methods, handler): the one list both hosts register.
+ENDPOINTS = [
+    ("v1/chat/completions", ["POST"], chat_completions),
+    ("v1/completions", ["POST"], completions),
+    ("v1/embeddings", ["POST"], embeddings),
+    ("v1/models", ["GET"], list_models),
+    ("v1/models/{model}", ["GET"], retrieve_model),
+    ("openai/deployments/{name}/chat/completions", ["POST"], azure_chat_completions),
+    ("openai/deployments/{name}/completions", ["POST"], azure_completions),
+    ("openai/deployments/{name}/embeddings", ["POST"], azure_embeddings),
+    ("openai/models", ["GET"], list_models),
+    ("health", ["GET"], health),
+]

@@ -1,0 +1,11 @@
+"""One adapter per upstream API; `BACKENDS[route.backend]` is the route's adapter."""
+
+from routing.backends import azure_ai, azure_openai
+from routing.backends.base import Backend, OperationRules
+
+BACKENDS: dict[str, Backend] = {
+    azure_openai.BACKEND.name: azure_openai.BACKEND,
+    azure_ai.BACKEND.name: azure_ai.BACKEND,
+}
+
+__all__ = ["BACKENDS", "Backend", "OperationRules"]

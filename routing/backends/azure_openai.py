@@ -1,0 +1,42 @@
+"""Azure OpenAI: `/openai/deployments/{deployment}/{op}?api-version=` or the `/openai/v1/` API."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from routing.backends.base import Backend, OperationRules
+
+# o-series / gpt-5 reject these sampling parameters outright (reference §3.8).
+REASONING_REJECTED = frozenset({
+    "temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+    "logit_bias", "parallel_tool_calls",
+})
+
+
+def url(route, operation: str) -> str:
+    if route.api_version == "v1":
+        return f"{route.endpoint}/openai/v1/{operation}"
+    return (f"{route.endpoint}/openai/deployments/{quote(route.deployment, safe='')}/{operation}"
+            f"?api-version={route.api_version}")
+
+
+BACKEND = Backend(
+    name="azure-openai",
+    operations={
+        "chat/completions": OperationRules(
+            # `developer` is only understood by reasoning models on recent api-versions.
+            roles={"developer": "system"},
+            only_with={"stream_options": ("stream", True)},
+        ),
+        "completions": OperationRules(only_with={"stream_options": ("stream", True)}),
+        "embeddings": OperationRules(),
+    },
+    reasoning={
+        "chat/completions": OperationRules(
+            drop=REASONING_REJECTED,
+            rename={"max_tokens": "max_completion_tokens"},
+            roles={"system": "developer"},
+        ),
+    },
+    url=url,
+)

@@ -1,0 +1,88 @@
+"""Upstream credentials: a key header, or an Entra token from the app's managed identity.
+
+One `azure-identity` credential per identity (client id), built on first use and kept for the
+process; one cached token per (identity, scope), refreshed five minutes before it expires under
+a lock so that a burst of requests on a cold instance asks the identity endpoint once.
+`azure.identity` is imported lazily: key-only deployments never pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from routing.errors import GatewayError
+from routing.settings import Route
+
+log = logging.getLogger("routing.credentials")
+REFRESH_MARGIN_SECONDS = 300
+
+
+class CachedToken:
+    """An access token for one (identity, scope), refreshed before expiry."""
+
+    def __init__(self, credential: Any, scope: str):
+        self._credential = credential
+        self._scope = scope
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> str:
+        if self._token is not None and self._expires_on - time.time() > REFRESH_MARGIN_SECONDS:
+            return self._token
+        async with self._lock:
+            if self._token is None or self._expires_on - time.time() <= REFRESH_MARGIN_SECONDS:
+                access = await self._credential.get_token(self._scope)
+                self._token, self._expires_on = access.token, float(access.expires_on)
+        return self._token
+
+
+class Credentials:
+    """Auth headers for upstream requests, per route."""
+
+    def __init__(self, kind: str = "managed-identity"):
+        self._kind = kind  # GATEWAY_CREDENTIAL
+        self._credentials: dict[str | None, Any] = {}
+        self._tokens: dict[tuple[str | None, str], CachedToken] = {}
+
+    @staticmethod
+    def key_header(route: Route) -> tuple[str, str]:
+        key = route.api_key.get_secret_value() if route.api_key else ""
+        return ("api-key", key) if route.key_header == "api-key" else ("authorization", f"Bearer {key}")
+
+    async def auth_header(self, route: Route) -> tuple[str, str]:
+        if route.auth == "key":
+            return self.key_header(route)
+        cache_key = (route.client_id, route.scope)
+        token = self._tokens.get(cache_key)
+        if token is None:
+            token = self._tokens[cache_key] = CachedToken(self._credential(route.client_id), route.scope)
+        try:
+            return "authorization", f"Bearer {await token.get()}"
+        except Exception as exc:  # azure-identity raises several types; none carries a token
+            identity = f"user-assigned identity {route.client_id}" if route.client_id else "system-assigned identity"
+            log.error("route %s: could not get a token for %s (%s) from the %s: %s",
+                      route.id, route.scope, type(exc).__name__, identity, exc)
+            raise GatewayError(502, f"The gateway could not get a managed-identity token for route "
+                               f"'{route.id}'; see the gateway logs.", code="upstream_auth_failed") from None
+
+    def _credential(self, client_id: str | None) -> Any:
+        credential = self._credentials.get(client_id)
+        if credential is None:
+            if self._kind == "default":
+                from azure.identity.aio import DefaultAzureCredential
+                credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+            else:
+                from azure.identity.aio import ManagedIdentityCredential
+                credential = ManagedIdentityCredential(client_id=client_id)
+            self._credentials[client_id] = credential
+        return credential
+
+    async def aclose(self) -> None:
+        for credential in self._credentials.values():
+            await credential.close()
+        self._credentials.clear()
+        self._tokens.clear()

@@ -1,0 +1,178 @@
+"""Send a normalised request to the pool's deployments, in order, until one answers.
+
+Before the first byte reaches the client, a 429, 408, 5xx, connect error or timeout moves to
+the next deployment at once (no server-side sleep) and rests the failed one for the upstream's
+retry hint or GATEWAY_COOLDOWN. Other 4xx are returned as they are. 401/403 mean the gateway's
+own upstream credentials are wrong: the client gets 502 naming the route, the log says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.responses import Response, StreamingResponse
+
+from routing.backends import BACKENDS
+from routing.errors import GatewayError, map_upstream_error
+from routing.normalize import normalize
+from routing.retry_hints import retry_delay
+from routing.settings import Route
+from routing.sse import UsageChunk, relay
+
+log = logging.getLogger("routing.forward")
+# Upstream response headers worth handing to the client (rate-limit state, for client backoff).
+FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                              "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass
+class Call:
+    """One client request, validated, ready to be sent to any route of its pool."""
+
+    request_id: str
+    operation: str
+    model: str
+    body: dict[str, Any]
+    pool: list[Route]
+    user_agent: str | None
+    headers: dict[str, str] = field(default_factory=dict)  # response headers so far
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def wants_usage(self) -> bool:
+        options = self.body.get("stream_options")
+        return self.stream and isinstance(options, dict) and options.get("include_usage") is True
+
+
+@dataclass
+class Failure:
+    route: Route
+    kind: str  # "status" | "timeout" | "connect"
+    status: int = 0
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def forward(gateway, call: Call) -> Response:
+    order = gateway.selector.order(call.pool)
+    if not order:
+        wait = gateway.selector.shortest_wait(call.pool)
+        raise _exhausted_429(call, wait, "every deployment is cooling down after errors")
+    failures: list[Failure] = []
+    for attempt, route in enumerate(order, start=1):
+        call.headers["x-gateway-route"] = route.id
+        call.headers["x-gateway-attempts"] = str(attempt)
+        outcome = await _attempt(gateway, call, route)
+        if isinstance(outcome, Response):
+            return outcome
+        failures.append(outcome)
+        hint = retry_delay(outcome.headers)
+        rest = hint if hint is not None else gateway.table.gateway.cooldown
+        gateway.selector.rest(route, rest)
+        log.warning("request %s: route %s failed (%s), resting %.1f s%s", call.request_id, route.id,
+                    outcome.status or outcome.kind, rest,
+                    "; trying the next deployment" if attempt < len(order) else "")
+    raise _exhausted(gateway, call, failures)
+
+
+async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
+    backend = BACKENDS[route.backend]
+    body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
+                              route.deployment)
+    if dropped:
+        call.headers["x-gateway-dropped-params"] = ",".join(dropped)
+    else:
+        call.headers.pop("x-gateway-dropped-params", None)
+    auth_name, auth_value = await gateway.credentials.auth_header(route)
+    headers = {
+        "content-type": "application/json",
+        "accept": "text/event-stream" if call.stream else "application/json",
+        "accept-encoding": "identity",
+        "user-agent": call.user_agent or "azure-llm-gateway",
+        "x-ms-client-request-id": call.request_id,
+        **route.headers,
+        auth_name: auth_value,
+    }
+    request = gateway.client.build_request(
+        "POST", backend.url(route, call.operation), headers=headers,
+        content=json.dumps(body, separators=(",", ":")).encode(),
+        timeout=httpx.Timeout(10.0, read=max(route.timeout, gateway.stream_idle_timeout)),
+    )
+    try:
+        async with asyncio.timeout(route.timeout):
+            response = await gateway.client.send(request, stream=True)
+            if not call.stream or response.status_code >= 400:
+                try:
+                    content = await _read_bounded(response)
+                finally:
+                    await response.aclose()
+    except (TimeoutError, httpx.TimeoutException):
+        return Failure(route, "timeout")
+    except (httpx.TransportError, OSError) as exc:
+        log.info("route %s: transport error %s", route.id, type(exc).__name__)
+        return Failure(route, "connect")
+
+    status = response.status_code
+    if status in (408, 429) or status >= 500:
+        return Failure(route, "status", status, content, dict(response.headers))
+    if status in (401, 403):
+        log.error("route %s: the upstream REJECTED THE GATEWAY'S CREDENTIALS (HTTP %d, auth %s) - "
+                  "check ROUTE__%s__AUTH / API_KEY and the identity's role assignments",
+                  route.id, status, route.auth, route.id)
+        raise GatewayError(502, f"The upstream of route '{route.id}' rejected the gateway's "
+                           f"credentials (HTTP {status}); the gateway's configuration must be fixed.",
+                           code="upstream_auth_failed")
+    headers = {**call.headers, **{k: response.headers[k] for k in FORWARDED_RESPONSE_HEADERS
+                                  if k in response.headers}}
+    if status >= 400:
+        return Response(json.dumps(map_upstream_error(status, content)).encode(), status_code=status,
+                        media_type="application/json", headers=headers)
+    if not call.stream:
+        return Response(content, status_code=status, headers=headers,
+                        media_type=response.headers.get("content-type", "application/json"))
+    usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
+    return StreamingResponse(relay(response, route.id, usage), status_code=status,
+                             media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    if response.status_code < 400:
+        return await response.aread()
+    content = b""
+    async for chunk in response.aiter_raw():
+        content += chunk
+        if len(content) > MAX_ERROR_BODY:
+            break
+    return content[:MAX_ERROR_BODY]
+
+
+def _exhausted_429(call: Call, wait: float, why: str) -> GatewayError:
+    seconds = max(1, math.ceil(wait))
+    return GatewayError(429, f"The deployments of model '{call.model}' are rate limited ({why}). "
+                        f"Retry after {seconds} seconds.", code="rate_limit_exceeded",
+                        headers={"retry-after": str(seconds)})
+
+
+def _exhausted(gateway, call: Call, failures: list[Failure]) -> GatewayError:
+    summary = "; ".join(f"route '{f.route.id}': " + (f"HTTP {f.status}" if f.status else f.kind)
+                        for f in failures)
+    if any(f.status == 429 for f in failures):
+        return _exhausted_429(call, gateway.selector.shortest_wait(call.pool), summary)
+    if all(f.kind == "timeout" for f in failures):
+        return GatewayError(504, f"No deployment of model '{call.model}' answered in time ({summary}).",
+                            code="upstream_timeout")
+    last = next((f for f in reversed(failures) if f.kind == "status"), None)
+    detail = map_upstream_error(last.status, last.body)["error"]["message"] if last else ""
+    return GatewayError(502, f"Every deployment of model '{call.model}' failed ({summary})."
+                        + (f" Last upstream error: {detail}" if detail else ""), code="upstream_error")

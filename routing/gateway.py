@@ -1,0 +1,109 @@
+"""The per-process gateway: the route table and everything built once from it.
+
+The only process-wide state (DESIGN §2): the shared HTTP client, the credentials and the
+per-instance cooldown table. The HTTP client is created on first use, inside the serving event
+loop (aiohttp sessions belong to the loop that made them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import httpx
+
+from routing.backends import BACKENDS, OperationRules
+from routing.credentials import Credentials
+from routing.errors import GatewayError
+from routing.inbound_auth import InboundAuth
+from routing.pool import Selector
+from routing.settings import Route, RouteTable, SettingsError, load_route_table
+
+log = logging.getLogger("routing")
+# Seconds of silence allowed between two chunks of an upstream stream.
+STREAM_IDLE_TIMEOUT = 60.0
+
+
+class Gateway:
+    def __init__(self, table: RouteTable):
+        self.table = table
+        self.inbound = InboundAuth(table.gateway)
+        self.credentials = Credentials(table.gateway.credential)
+        self.selector = Selector()
+        self.stream_idle_timeout = STREAM_IDLE_TIMEOUT
+        self._client: httpx.AsyncClient | None = None
+        self._rules: dict[tuple[str, str], OperationRules] = {}
+
+    def rules(self, route: Route, operation: str) -> OperationRules:
+        """The route's backend rules for an operation, composed once."""
+        key = (route.id, operation)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = self._rules[key] = BACKENDS[route.backend].rules_for(route, operation)
+        return rules
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = create_http_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await self.credentials.aclose()
+
+
+def create_http_client() -> httpx.AsyncClient:
+    """httpx's API over aiohttp's connection pool: httpcore's own pool caps a forwarder near
+    430 req/s at 32 concurrent on a 2-core machine, the aiohttp transport does ~5x (DESIGN §7)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits,
+                             timeout=httpx.Timeout(10.0, read=STREAM_IDLE_TIMEOUT))
+
+
+_gateway: Gateway | None = None
+_errors: list[str] = []
+
+
+def configure(environ: Mapping[str, str] | None = None) -> Gateway:
+    """Build the gateway from settings (once per process). Raises SettingsError."""
+    global _gateway, _errors
+    try:
+        table = load_route_table(os.environ if environ is None else environ)
+    except SettingsError as exc:
+        _gateway, _errors = None, exc.errors
+        raise
+    if table.gateway.auth == "none":
+        log.warning("GATEWAY_AUTH=none: the gateway accepts requests without a key; run it only "
+                    "behind another authenticating layer")
+    _gateway, _errors = Gateway(table), []
+    return _gateway
+
+
+def configure_logged() -> None:
+    """For the Functions host: validate at cold start and log every error, naming its setting."""
+    try:
+        configure()
+    except SettingsError as exc:
+        for line in exc.errors:
+            log.error("invalid configuration: %s", line)
+
+
+def configured() -> Gateway | None:
+    """The gateway if one was built (for shutdown), without building one."""
+    return _gateway
+
+
+def current() -> Gateway:
+    if _gateway is None and not _errors:
+        configure_logged()
+    if _gateway is None:
+        raise GatewayError(503, f"The gateway's configuration is invalid ({len(_errors)} error(s)); "
+                           "the operator must fix the app settings named in the gateway logs.",
+                           code="invalid_configuration")
+    return _gateway

@@ -1,0 +1,341 @@
+"""App settings → a validated RouteTable.
+
+Routes are read once per process (cold start) and validated as a whole: every error names the
+full setting (`ROUTE__X__FIELD: what is wrong, what is allowed`) so `routing check` and the
+Functions log tell an operator exactly what to fix. Values are never echoed for secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ROUTE_PREFIX = "ROUTE__"
+BACKENDS = ("azure-openai", "azure-ai")
+DEFAULT_API_VERSION = {"azure-openai": "2024-10-21", "azure-ai": "2024-05-01-preview"}
+DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Reasoning-model rules apply by default to these deployment/model name prefixes (DESIGN §3).
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+# Hosts whose key goes in `api-key`; every other host (serverless Llama) takes `Authorization: Bearer`.
+API_KEY_HEADER_HOST_SUFFIXES = (".openai.azure.com", ".services.ai.azure.com")
+KEY_VAULT_REFERENCE = "@microsoft.keyvault("
+# Headers an operator may not inject: they carry credentials or framing the gateway owns.
+RESERVED_HEADERS = frozenset(
+    {"authorization", "api-key", "host", "content-length", "content-type", "transfer-encoding",
+     "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-authorization", "cookie",
+     "x-ms-client-request-id"}
+)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+# Setting field → attribute; the order is the order `check` prints.
+ROUTE_FIELDS = {
+    "MODEL": "model", "BACKEND": "backend", "ENDPOINT": "endpoint", "DEPLOYMENT": "deployment",
+    "API_VERSION": "api_version", "AUTH": "auth", "API_KEY": "api_key", "CLIENT_ID": "client_id",
+    "SCOPE": "scope", "HEADERS": "headers", "PARAMS": "params", "PRIORITY": "priority",
+    "WEIGHT": "weight", "TIMEOUT": "timeout", "KEY_HEADER": "key_header", "REASONING": "reasoning",
+}
+GATEWAY_SETTINGS = ("GATEWAY_API_KEYS", "GATEWAY_AUTH", "GATEWAY_MAX_BODY_BYTES",
+                    "GATEWAY_COOLDOWN", "GATEWAY_CREDENTIAL")
+
+
+class SettingsError(Exception):
+    """The whole list of configuration errors, one line per error, each naming its setting."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+class ParamsPolicy(BaseModel):
+    """ROUTE__<ID>__PARAMS: applied in this order: drop, rename, defaults, set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    drop: tuple[str, ...] = ()
+    rename: dict[str, str] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class Route(BaseModel):
+    """One deployment behind a public model name. Built only by `load_route_table`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    model: str = Field(min_length=1, max_length=256)
+    backend: Literal["azure-openai", "azure-ai"]
+    endpoint: str
+    deployment: str = Field(min_length=1, max_length=256)
+    api_version: str
+    auth: Literal["key", "managed-identity"]
+    api_key: SecretStr | None = None
+    client_id: str | None = None
+    scope: str = DEFAULT_SCOPE
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: ParamsPolicy = Field(default_factory=ParamsPolicy)
+    priority: int = Field(default=1, ge=0)
+    weight: float = Field(default=1.0, ge=0)
+    timeout: float = Field(default=60.0, gt=0, le=230)
+    key_header: Literal["api-key", "bearer"]
+    reasoning: bool
+
+    @field_validator("model", "deployment")
+    @classmethod
+    def _no_outer_space(cls, value: str) -> str:
+        if value != value.strip() or "/" in value:
+            raise ValueError("must not contain '/' or leading/trailing spaces")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute https:// URL, e.g. https://res.openai.azure.com")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https (http is allowed only for loopback hosts)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        if not value.startswith("https://") or not value.endswith("/.default"):
+            raise ValueError("must be a resource scope ending in /.default, e.g. " + DEFAULT_SCOPE)
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        value = _json_object(value)
+        for name, header_value in value.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by the gateway and cannot be injected")
+            if not isinstance(header_value, str) or "\n" in header_value or "\r" in header_value:
+                raise ValueError(f"the value of {name!r} must be a single-line string")
+        return value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        return _json_object(value)
+
+    @property
+    def upstream_host(self) -> str:
+        return urlsplit(self.endpoint).hostname or ""
+
+    def redacted(self) -> dict[str, Any]:
+        """The route as `check` prints it: secrets replaced, nothing else hidden."""
+        data = self.model_dump(mode="json", exclude={"api_key"})
+        data["api_key"] = "<redacted>" if self.api_key else None
+        return data
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_keys: tuple[SecretStr, ...] = ()
+    auth: Literal["keys", "none"] = "keys"
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    cooldown: float = Field(default=10.0, ge=0)
+    credential: Literal["managed-identity", "default"] = "managed-identity"
+
+
+class RouteTable:
+    """All routes plus the gateway-wide settings; pools are routes sharing one MODEL."""
+
+    def __init__(self, routes: list[Route], gateway: GatewayConfig, azure_client_id: str | None):
+        self.routes = routes
+        self.gateway = gateway
+        self.azure_client_id = azure_client_id
+        self.pools: dict[str, list[Route]] = {}
+        for route in routes:
+            self.pools.setdefault(route.model, []).append(route)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.pools)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "gateway": {
+                "GATEWAY_AUTH": self.gateway.auth,
+                "GATEWAY_API_KEYS": f"<{len(self.gateway.api_keys)} redacted>",
+                "GATEWAY_MAX_BODY_BYTES": self.gateway.max_body_bytes,
+                "GATEWAY_COOLDOWN": self.gateway.cooldown,
+                "GATEWAY_CREDENTIAL": self.gateway.credential,
+            },
+            "models": {model: [r.id for r in pool] for model, pool in self.pools.items()},
+            "routes": [route.redacted() for route in self.routes],
+        }
+
+
+def load_route_table(environ: Mapping[str, str]) -> RouteTable:
+    """Validate every ROUTE__* and GATEWAY_* setting; raise SettingsError listing all errors."""
+    errors: list[str] = []
+    raw_routes: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.upper().startswith(ROUTE_PREFIX):
+            continue
+        parts = name[len(ROUTE_PREFIX):].split("__")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            errors.append(f"{name}: not a route setting; use ROUTE__<ID>__<FIELD>, "
+                          f"FIELD one of {', '.join(ROUTE_FIELDS)}")
+            continue
+        route_id, field = parts[0], parts[1].upper()
+        if field not in ROUTE_FIELDS:
+            hint = difflib.get_close_matches(field, ROUTE_FIELDS, n=1)
+            errors.append(f"{name}: unknown route field {parts[1]!r}"
+                          + (f" (did you mean {ROUTE_PREFIX}{route_id}__{hint[0]}?)" if hint else "")
+                          + f"; allowed: {', '.join(ROUTE_FIELDS)}")
+            continue
+        raw_routes.setdefault(route_id, {})[field] = value
+
+    routes = []
+    for route_id in sorted(raw_routes):
+        route, route_errors = _build_route(route_id, raw_routes[route_id], environ)
+        errors.extend(route_errors)
+        if route is not None:
+            routes.append(route)
+
+    gateway, gateway_errors = _build_gateway(environ)
+    errors.extend(gateway_errors)
+    if errors:
+        raise SettingsError(errors)
+    return RouteTable(routes, gateway, environ.get("AZURE_CLIENT_ID") or None)
+
+
+def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str]):
+    def setting(field: str) -> str:
+        return f"{ROUTE_PREFIX}{route_id}__{field}"
+
+    errors: dict[str, str] = {}  # FIELD → message; one error per field, all fields checked
+    for field, hint in (("MODEL", "the public model name clients send"),
+                        ("BACKEND", "azure-openai or azure-ai"), ("ENDPOINT", "the upstream base URL")):
+        if not raw.get(field, "").strip():
+            errors[field] = f"required ({hint})"
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", route_id):
+        errors["MODEL"] = f"route id {route_id!r} may contain only letters, digits, '.' and '_'"
+
+    backend = raw.get("BACKEND", "").strip().lower()
+    if backend and backend not in BACKENDS:
+        errors["BACKEND"] = f"{raw['BACKEND']!r} is not a backend; allowed: {', '.join(BACKENDS)}"
+    api_key = raw.get("API_KEY", "").strip() or None
+    if api_key and api_key.lower().startswith(KEY_VAULT_REFERENCE):
+        errors["API_KEY"] = ("the Key Vault reference was not resolved by the platform; grant the "
+                             "app's identity 'Key Vault Secrets User' on the vault and set "
+                             "keyVaultReferenceIdentity (see the README, Key Vault references)")
+    auth = raw.get("AUTH", "").strip().lower() or ("key" if api_key else "managed-identity")
+    if auth == "key" and not api_key:
+        errors["API_KEY"] = (f"required when {setting('AUTH')} is 'key' "
+                             "(the key, or a @Microsoft.KeyVault(...) reference)")
+    if auth == "managed-identity" and api_key:
+        errors["API_KEY"] = f"set while {setting('AUTH')} is managed-identity; remove one of them"
+
+    model = raw.get("MODEL", "").strip()
+    deployment = raw.get("DEPLOYMENT", "").strip() or model
+    api_version = raw.get("API_VERSION", "").strip() or DEFAULT_API_VERSION.get(backend, "")
+    if backend in BACKENDS and not (
+            API_VERSION.match(api_version) or (api_version == "v1" and backend == "azure-openai")):
+        allowed = "YYYY-MM-DD or YYYY-MM-DD-preview" + (", or v1" if backend == "azure-openai" else "")
+        errors["API_VERSION"] = f"{api_version!r} is not an api-version; allowed: {allowed}"
+    host = urlsplit(raw.get("ENDPOINT", "").strip()).hostname or ""
+    reasoning = raw.get("REASONING", "").strip().lower() or any(
+        name.lower().startswith(REASONING_PREFIXES) for name in (deployment, model) if name)
+
+    values: dict[str, Any] = {
+        "id": route_id, "model": model, "backend": backend, "endpoint": raw.get("ENDPOINT", ""),
+        "deployment": deployment, "api_version": api_version, "auth": auth, "api_key": api_key,
+        "client_id": raw.get("CLIENT_ID", "").strip() or environ.get("AZURE_CLIENT_ID") or None,
+        "key_header": raw.get("KEY_HEADER", "").strip().lower() or (
+            "api-key" if host.lower().endswith(API_KEY_HEADER_HOST_SUFFIXES) else "bearer"),
+        "reasoning": reasoning,
+    }
+    for field in ("SCOPE", "HEADERS", "PARAMS", "PRIORITY", "WEIGHT", "TIMEOUT"):
+        if raw.get(field, "").strip():
+            values[ROUTE_FIELDS[field]] = raw[field].strip()
+    try:
+        route = Route.model_validate(values)
+    except ValidationError as exc:
+        route = None
+        for error in exc.errors():
+            field, message = _error_field_message(error, _ATTR_TO_FIELD)
+            if field in raw or not errors:  # else it is derived from a field already in error
+                errors.setdefault(field, message)
+    if errors:
+        ordered = [f for f in ROUTE_FIELDS if f in errors]
+        return None, [f"{setting(field)}: {errors[field]}" for field in ordered]
+    return route, []
+
+
+def _build_gateway(environ: Mapping[str, str]):
+    values: dict[str, Any] = {}
+    errors = []
+    keys = tuple(k.strip() for k in environ.get("GATEWAY_API_KEYS", "").split(",") if k.strip())
+    values["api_keys"] = keys
+    for name, attr in (("GATEWAY_AUTH", "auth"), ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
+                       ("GATEWAY_COOLDOWN", "cooldown"), ("GATEWAY_CREDENTIAL", "credential")):
+        if environ.get(name, "").strip():
+            values[attr] = environ[name].strip().lower()
+    try:
+        gateway = GatewayConfig.model_validate(values)
+    except ValidationError as exc:
+        return None, ["GATEWAY_%s: %s" % _error_field_message(e, _GATEWAY_FIELDS) for e in exc.errors()]
+    if gateway.auth == "keys" and not gateway.api_keys:
+        errors.append("GATEWAY_API_KEYS: required while GATEWAY_AUTH is 'keys' (comma-separated "
+                      "inbound keys), or set GATEWAY_AUTH=none behind another authenticating layer")
+    if any(k.lower().startswith(KEY_VAULT_REFERENCE) for k in keys):
+        errors.append("GATEWAY_API_KEYS: a Key Vault reference was not resolved by the platform; "
+                      "grant the app's identity 'Key Vault Secrets User' on the vault")
+    return gateway, errors
+
+
+_ATTR_TO_FIELD = {attr: field for field, attr in ROUTE_FIELDS.items()}
+_GATEWAY_FIELDS = {"api_keys": "API_KEYS", "auth": "AUTH", "max_body_bytes": "MAX_BODY_BYTES",
+                   "cooldown": "COOLDOWN", "credential": "CREDENTIAL"}
+
+
+def _error_field_message(error: dict, fields: dict[str, str]) -> tuple[str, str]:
+    """A pydantic error → (setting field, message an operator can act on)."""
+    attr = str(error["loc"][0]) if error["loc"] else ""
+    field = fields.get(attr, attr.upper())
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
+    elif error["type"] == "extra_forbidden" and attr == "params":
+        message = f"unknown key {error['loc'][-1]!r}; allowed: drop, rename, defaults, set"
+    elif error["loc"][1:]:
+        message = f"{'.'.join(str(p) for p in error['loc'][1:])}: {message}"
+    return field, message
+
+
+def _json_object(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
