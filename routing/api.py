@@ -27,7 +27,7 @@ OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/
                    "embeddings": "/v1/embeddings"}
 
 
-def _request_id(request: Request) -> str:
+def request_id(request: Request) -> str:
     given = request.headers.get("x-request-id")
     return given if given and SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
 
@@ -58,7 +58,7 @@ def _too_large(limit: int) -> GatewayError:
 
 
 async def _proxy(request: Request, operation: str, path_model: str | None = None) -> Response:
-    headers = {"x-request-id": _request_id(request)}
+    headers = {"x-request-id": request_id(request)}
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
@@ -116,7 +116,7 @@ def _model_card(model: str, gateway) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    headers = {"x-request-id": _request_id(request)}
+    headers = {"x-request-id": request_id(request)}
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
@@ -127,7 +127,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def retrieve_model(request: Request) -> Response:
-    headers = {"x-request-id": _request_id(request)}
+    headers = {"x-request-id": request_id(request)}
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
@@ -142,7 +142,7 @@ async def retrieve_model(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     """Liveness plus configuration validity; says nothing about routes to anonymous callers."""
-    headers = {"x-request-id": _request_id(request)}
+    headers = {"x-request-id": request_id(request)}
     try:
         runtime.current()
     except GatewayError as error:

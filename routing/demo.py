@@ -12,7 +12,8 @@ def start_demo(host: str, port: int):
     from emulator.servers import start_all
 
     emulators = start_all()
-    urls, keys = emulators.urls, emulators.keys
+    urls = emulators.urls
+    keys = {name: values[0] for name, values in emulators.keys.items()}
     os.environ.update({
         # Managed identity: the App Service protocol, served by the identity emulator.
         "IDENTITY_ENDPOINT": urls["identity"],

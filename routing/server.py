@@ -19,7 +19,8 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     message = (f"Unknown path {request.url.path}." if status == 404
                else f"Method {request.method} is not allowed on {request.url.path}.")
     return error_response(GatewayError(status, message, code="not_found" if status == 404
-                                       else "method_not_allowed"), {})
+                                       else "method_not_allowed"),
+                          {"x-request-id": api.request_id(request)})
 
 
 @contextlib.asynccontextmanager

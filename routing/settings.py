@@ -259,8 +259,10 @@ def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str])
         "id": route_id, "model": model, "backend": backend, "endpoint": raw.get("ENDPOINT", ""),
         "deployment": deployment, "api_version": api_version, "auth": auth, "api_key": api_key,
         "client_id": raw.get("CLIENT_ID", "").strip() or environ.get("AZURE_CLIENT_ID") or None,
+        # Azure OpenAI always takes `api-key`; Azure AI by host (serverless hosts take Bearer).
         "key_header": raw.get("KEY_HEADER", "").strip().lower() or (
-            "api-key" if host.lower().endswith(API_KEY_HEADER_HOST_SUFFIXES) else "bearer"),
+            "api-key" if backend == "azure-openai" or host.lower().endswith(API_KEY_HEADER_HOST_SUFFIXES)
+            else "bearer"),
         "reasoning": reasoning,
     }
     for field in ("SCOPE", "HEADERS", "PARAMS", "PRIORITY", "WEIGHT", "TIMEOUT"):

@@ -23,7 +23,8 @@ def emulators():
 
 @pytest.fixture(scope="session")
 def upstreams(emulators):
-    urls, keys = emulators.urls, emulators.keys
+    urls = emulators.urls
+    keys = {name: values[0] for name, values in emulators.keys.items()}
     return {
         "aoai": Upstream(urls["azure_openai"], keys["azure_openai"]),
         "serverless": Upstream(urls["azure_ai_serverless"], keys["azure_ai_serverless"]),
@@ -38,7 +39,8 @@ def route(route_id: str, **fields) -> dict[str, str]:
 
 
 def gateway_settings(emulators) -> dict[str, str]:
-    urls, keys = emulators.urls, emulators.keys
+    urls = emulators.urls
+    keys = {name: values[0] for name, values in emulators.keys.items()}
     aoai, serverless, foundry = urls["azure_openai"], urls["azure_ai_serverless"], urls["azure_ai_foundry"]
     return {
         "GATEWAY_API_KEYS": f"other-key,{GATEWAY_KEY}",
@@ -69,7 +71,8 @@ def gateway_settings(emulators) -> dict[str, str]:
         **route("MISTRAL", model="mistral-large", backend="azure-ai", endpoint=foundry + "/models",
                 deployment="Mistral-Large-2411", auth="managed-identity"),
         **route("COHERE", model="cohere-embed", backend="azure-ai", endpoint=foundry + "/models",
-                deployment="Cohere-embed-v3-english", api_key=keys["azure_ai_foundry"]),
+                deployment="Cohere-embed-v3-english", api_key=keys["azure_ai_foundry"],
+                key_header="api-key"),  # the default for *.services.ai.azure.com hosts
         **route("BADKEY", model="gpt-4o-badkey", backend="azure-openai", endpoint=aoai,
                 deployment="gpt-4o", api_key="not-the-key"),
     }

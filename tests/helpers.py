@@ -53,7 +53,8 @@ class GatewayProcess:
         raise RuntimeError("gateway did not start:\n" + self.log())
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:

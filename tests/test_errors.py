@@ -176,3 +176,13 @@ def test_upstream_429_and_500_on_single_deployment(gateway, upstreams):
 
 def test_unknown_path_is_openai_shaped_404(gateway):
     assert_openai_error(httpx.get(gateway.url + "/v2/nothing", headers=AUTH), 404)
+
+
+def test_no_secret_in_gateway_log(gateway, emulators):
+    """Runs late in the session: the shared gateway's whole log holds no key and no token."""
+    log = gateway.log()
+    assert "INFO" in log or "WARNING" in log or log == "" or log
+    secrets = [GATEWAY_KEY, "other-key", *[k for keys in emulators.keys.values() for k in keys]]
+    for secret in secrets:
+        assert secret not in log
+    assert "eyJ" not in log

@@ -74,9 +74,11 @@ def test_indexing_metadata(function_app):
         binding = json.loads(functions[name].get_function_json())["bindings"][0]
         assert binding["authLevel"].upper() == "ANONYMOUS"
     # Every function uses the FastAPI-extension types (required for HTTP streams).
+    from azurefunctions.extensions.http import fastapi as extension
     for function in functions.values():
         annotations = function.get_user_function().__annotations__
-        assert annotations["req"].__module__.startswith("azurefunctions.extensions.http.fastapi")
+        assert annotations["req"] is extension.Request
+        assert annotations["return"] is extension.Response
 
 
 def test_user_functions_answer_like_the_server(function_app, upstreams):

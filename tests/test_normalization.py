@@ -138,3 +138,21 @@ def test_foundry_managed_identity_route(gateway, upstreams):
     assert record["headers"]["authorization"].startswith("Bearer ey")
     assert record["body"]["model"] == "Mistral-Large-2411" and record["body"]["max_tokens"] == 3
     assert response.headers["x-gateway-dropped-params"] == "user"
+
+
+def test_client_headers_never_forwarded(gateway, upstreams):
+    """Only the gateway's own headers go upstream: no client credentials, cookies, hop-by-hop
+    headers, and no client attempt to set the route's `extra-parameters` policy."""
+    headers = {**AUTH, "api-key": GATEWAY_KEY, "Cookie": "session=abc", "Connection": "keep-alive, x-hop",
+               "x-hop": "1", "X-Custom": "nope", "extra-parameters": "pass-through",
+               "Proxy-Authorization": "Basic eA==", "User-Agent": "my-app/1.0"}
+    response = httpx.post(gateway.url + "/v1/chat/completions", headers=headers, json={
+        "model": "llama3", "messages": USER, "stream": True, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200
+    assert response.headers["x-gateway-dropped-params"] == "stream_options"
+    seen = upstreams["serverless"].requests()[0]["headers"]
+    assert set(seen) <= {"host", "connection", "content-type", "accept", "accept-encoding", "user-agent",
+                         "x-ms-client-request-id", "authorization", "content-length"}, seen
+    assert seen["authorization"] == f"Bearer {upstreams['serverless'].key}"
+    assert seen["user-agent"] == "my-app/1.0"
+    assert "stream_options" not in upstreams["serverless"].requests()[0]["body"]

@@ -61,7 +61,8 @@ def test_client_disconnect_cancels_upstream(gateway, upstreams):
     upstreams["serverless"].configure(chunk_delay=0.3, answer_words=40)
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers=AUTH, timeout=30,
                       json={"model": "llama3", "messages": USER, "stream": True}) as response:
-        next(response.iter_raw())
+        chunks = response.iter_raw()  # keep a reference: collecting it would close the stream
+        next(chunks)
         assert upstreams["serverless"].stats()["active_streams"] == 1
     deadline = time.monotonic() + 5
     while upstreams["serverless"].stats()["active_streams"] and time.monotonic() < deadline:

@@ -1,0 +1,251 @@
+// LLM gateway on Azure Functions (Flex Consumption), provisioned by `azd up`.
+// Plain Bicep resources only (no registry modules), so the files parse and scan offline
+// (tests/infra: pycep-parser + checkov). Parameters and secrets: infra/README.md.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds resource names and tags every resource group with azd-env-name.')
+param environmentName string
+
+@minLength(1)
+@description('Primary location for all resources (a region where Flex Consumption is available).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying principal (azd sets AZURE_PRINCIPAL_ID). Empty: no role for it.')
+param principalId string = ''
+
+@description('Type of principalId: User for `azd up` at a desk, ServicePrincipal in CI.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Gateway routes, each {id, model, backend, endpoint, deployment?, apiVersion?, auth?, clientId?, scope?, headers?, params?, priority?, weight?, timeout?, keyHeader?, reasoning?}; each becomes ROUTE__<id>__<FIELD> app settings (DESIGN §3). Never put a key here: use routeApiKeys.')
+param routes array = []
+
+@secure()
+@description('Route id -> upstream API key. Each non-empty key is stored in Key Vault as route-<id>-api-key and the route gets ROUTE__<id>__API_KEY = a Key Vault reference.')
+param routeApiKeys object = {}
+
+@secure()
+@description('Comma-separated inbound gateway keys (GATEWAY_API_KEYS), stored in Key Vault. Empty: no key is created and the gateway refuses to start until one is set.')
+param gatewayApiKeys string = ''
+
+@description('Extra app settings, name -> value (e.g. {"GATEWAY_COOLDOWN": "5"}).')
+param additionalAppSettings object = {}
+
+@description('Full resource ids of Azure OpenAI accounts the gateway calls with its managed identity (role Cognitive Services OpenAI User). Empty strings are ignored.')
+param azureOpenAiResourceIds array = []
+
+@description('Full resource ids of AI Services / Foundry accounts the gateway calls with its managed identity (role Cognitive Services User). Empty strings are ignored.')
+param aiServicesResourceIds array = []
+
+@description('Instance memory of the Flex Consumption plan in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Maximum instance count of the Function App.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Concurrent HTTP requests per instance (platform default for Python: 1).')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Instances kept warm for the HTTP functions (billed while idle); 0 = scale to zero.')
+@minValue(0)
+param alwaysReadyInstanceCount int = 0
+
+@description('Python version of the Functions runtime (Flex Consumption supports 3.10-3.12).')
+@allowed([
+  '3.10'
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Days a deleted Key Vault stays recoverable; with purge protection its name is held that long.')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteRetentionInDays int = 7
+
+// Optional resource names; empty = derived from the environment name.
+param resourceGroupName string = ''
+param apiServiceName string = ''
+param apiUserAssignedIdentityName string = ''
+param appServicePlanName string = ''
+param storageAccountName string = ''
+param logAnalyticsName string = ''
+param applicationInsightsName string = ''
+param keyVaultName string = ''
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var serviceName = 'api'
+var functionAppName = !empty(apiServiceName) ? apiServiceName : '${abbrs.webSitesFunctions}${serviceName}-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(toLower(functionAppName), 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+// Route ids with a non-empty key (azd substitutes an unset ${VAR} with an empty string).
+var routeKeyIdCandidates = [for entry in items(routeApiKeys): empty(entry.value) ? '' : entry.key]
+var routeKeyIds = filter(routeKeyIdCandidates, id => !empty(id))
+
+// `["${AZURE_OPENAI_RESOURCE_ID=}"]` in main.parameters.json becomes [""] when the variable is unset.
+var azureOpenAiAccountIds = filter(azureOpenAiResourceIds, id => !empty(trim(id)))
+var aiServicesAccountIds = filter(aiServicesResourceIds, id => !empty(trim(id)))
+var cognitiveServicesOpenAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
+var cognitiveServicesUserRoleId = 'a97b65f3-24c7-4388-baec-2e87135dc908'
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: !empty(apiUserAssignedIdentityName) ? apiUserAssignedIdentityName : '${abbrs.managedIdentityUserAssignedIdentities}${serviceName}-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: !empty(logAnalyticsName) ? logAnalyticsName : '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: !empty(applicationInsightsName) ? applicationInsightsName : '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: !empty(keyVaultName) ? keyVaultName : '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    gatewayApiKeys: gatewayApiKeys
+    routeApiKeys: routeApiKeys
+    routeKeyIds: routeKeyIds
+  }
+}
+
+module plan 'app/plan.bicep' = {
+  name: 'plan'
+  scope: rg
+  params: {
+    name: !empty(appServicePlanName) ? appServicePlanName : '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    identityPrincipalId: identity.outputs.principalId
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  // Roles first: the host needs storage, and Key Vault references resolve at start.
+  dependsOn: [
+    rbac
+  ]
+  params: {
+    name: functionAppName
+    location: location
+    tags: tags
+    serviceName: serviceName
+    appServicePlanId: plan.outputs.id
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultUri: keyVault.outputs.vaultUri
+    gatewayApiKeysSecretUri: empty(gatewayApiKeys) ? '' : keyVault.outputs.gatewayApiKeysSecretUri
+    routes: routes
+    routeKeyIds: routeKeyIds
+    additionalAppSettings: additionalAppSettings
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    alwaysReadyInstanceCount: alwaysReadyInstanceCount
+  }
+}
+
+// Upstream accounts may live in any resource group or subscription: scope each assignment there.
+module azureOpenAiRoles 'app/upstream-rbac.bicep' = [for (accountId, i) in azureOpenAiAccountIds: {
+  name: 'upstream-aoai-${i}-${resourceToken}'
+  scope: resourceGroup(split(accountId, '/')[2], split(accountId, '/')[4])
+  params: {
+    accountName: last(split(accountId, '/'))
+    principalId: identity.outputs.principalId
+    roleDefinitionId: cognitiveServicesOpenAiUserRoleId
+  }
+}]
+
+module aiServicesRoles 'app/upstream-rbac.bicep' = [for (accountId, i) in aiServicesAccountIds: {
+  name: 'upstream-ais-${i}-${resourceToken}'
+  scope: resourceGroup(split(accountId, '/')[2], split(accountId, '/')[4])
+  params: {
+    accountName: last(split(accountId, '/'))
+    principalId: identity.outputs.principalId
+    roleDefinitionId: cognitiveServicesUserRoleId
+  }
+}]
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output SERVICE_API_URI string = 'https://${api.outputs.defaultHostName}'
+@description('Gateway base URL; the OpenAI base_url is GATEWAY_URL + "/v1", the AzureOpenAI azure_endpoint is GATEWAY_URL.')
+output GATEWAY_URL string = 'https://${api.outputs.defaultHostName}'
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
