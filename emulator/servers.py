@@ -72,6 +72,7 @@ def start(
     log_level: str | None = None,
     graceful_shutdown: float = 1.0,
     startup_timeout: float = 10.0,
+    lifespan: str = "off",
 ) -> RunningServer:
     """Serve ``app`` in a background thread; returns once the socket accepts connections.
     ``log_level`` (e.g. "warning") sets uvicorn's loggers, which are process-wide: None leaves them
@@ -87,7 +88,7 @@ def start(
         raise
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, loop="asyncio", lifespan="off", http=_QuietHTTPProtocol, log_config=None, log_level=log_level,
+        app, loop="asyncio", lifespan=lifespan, http=_QuietHTTPProtocol, log_config=None, log_level=log_level,
         timeout_graceful_shutdown=graceful_shutdown, timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)

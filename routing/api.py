@@ -8,6 +8,7 @@ Each proxied request: inbound key → body (size limit, JSON object) → model �
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -61,6 +62,7 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
     headers = {"x-request-id": request_id(request)}
     try:
         gateway = runtime.current()
+        deadline = asyncio.get_running_loop().time() + gateway.table.gateway.total_timeout
         gateway.inbound.check(request.headers)
         body = await _read_json(request, gateway.table.gateway.max_body_bytes)
         model = path_model if path_model is not None else body.get("model")
@@ -79,7 +81,7 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         validate_body(operation, body)
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=request.headers.get("user-agent"),
-                    headers=headers)
+                    deadline=deadline, headers=headers)
         return await forward(gateway, call)
     except GatewayError as error:
         return error_response(error, headers)

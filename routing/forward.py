@@ -1,9 +1,11 @@
 """Send a normalised request to the pool's deployments, in order, until one answers.
 
-Before the first byte reaches the client, a 429, 408, 5xx, connect error or timeout moves to
-the next deployment at once (no server-side sleep) and rests the failed one for the upstream's
-retry hint or GATEWAY_COOLDOWN. Other 4xx are returned as they are. 401/403 mean the gateway's
-own upstream credentials are wrong: the client gets 502 naming the route, the log says so.
+Until the first byte reaches the client, a 429, 408, 5xx, connect error, timeout or a stream
+that breaks before its first chunk moves to the next deployment at once (no server-side sleep)
+and rests the failed one for the upstream's retry hint or GATEWAY_COOLDOWN. Other 4xx are
+returned as they are. 401/403 mean the gateway's own upstream credentials are wrong: the client
+gets 502 naming the route and the log says so. Every attempt shares one deadline
+(GATEWAY_TOTAL_TIMEOUT) so a request always ends in bounded time.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ from typing import Any
 import httpx
 from starlette.responses import Response, StreamingResponse
 
-from routing.backends import BACKENDS
 from routing.errors import GatewayError, map_upstream_error
 from routing.normalize import normalize
 from routing.retry_hints import retry_delay
 from routing.settings import Route
-from routing.sse import UsageChunk, relay
+from routing.sse import UsageChunk, next_chunk, relay
 
 log = logging.getLogger("routing.forward")
 # Upstream response headers worth handing to the client (rate-limit state, for client backoff).
 FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                               "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
 MAX_ERROR_BODY = 64 * 1024
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Call:
     body: dict[str, Any]
     pool: list[Route]
     user_agent: str | None
+    deadline: float  # event-loop time by which the whole request must be over
     headers: dict[str, str] = field(default_factory=dict)  # response headers so far
 
     @property
@@ -57,7 +60,7 @@ class Call:
 @dataclass
 class Failure:
     route: Route
-    kind: str  # "status" | "timeout" | "connect"
+    kind: str  # "status" | "timeout" | "connect" | "broken"
     status: int = 0
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
@@ -66,10 +69,13 @@ class Failure:
 async def forward(gateway, call: Call) -> Response:
     order = gateway.selector.order(call.pool)
     if not order:
-        wait = gateway.selector.shortest_wait(call.pool)
-        raise _exhausted_429(call, wait, "every deployment is cooling down after errors")
+        raise _rate_limited(call, gateway.selector.shortest_wait(call.pool),
+                            "every deployment is cooling down after errors")
+    loop = asyncio.get_running_loop()
     failures: list[Failure] = []
     for attempt, route in enumerate(order, start=1):
+        if call.deadline - loop.time() <= 0:
+            break
         call.headers["x-gateway-route"] = route.id
         call.headers["x-gateway-attempts"] = str(attempt)
         outcome = await _attempt(gateway, call, route)
@@ -79,14 +85,13 @@ async def forward(gateway, call: Call) -> Response:
         hint = retry_delay(outcome.headers)
         rest = hint if hint is not None else gateway.table.gateway.cooldown
         gateway.selector.rest(route, rest)
-        log.warning("request %s: route %s failed (%s), resting %.1f s%s", call.request_id, route.id,
-                    outcome.status or outcome.kind, rest,
+        log.warning("request %s: route %s failed (%s), resting it %.1f s%s", call.request_id,
+                    route.id, outcome.status or outcome.kind, rest,
                     "; trying the next deployment" if attempt < len(order) else "")
     raise _exhausted(gateway, call, failures)
 
 
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
-    backend = BACKENDS[route.backend]
     body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
                               route.deployment)
     if dropped:
@@ -104,20 +109,34 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         auth_name: auth_value,
     }
     request = gateway.client.build_request(
-        "POST", backend.url(route, call.operation), headers=headers,
+        "POST", gateway.url(route, call.operation), headers=headers,
         content=json.dumps(body, separators=(",", ":")).encode(),
-        timeout=httpx.Timeout(10.0, read=max(route.timeout, gateway.stream_idle_timeout)),
+        timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None),  # bounded below, per phase
     )
+    loop = asyncio.get_running_loop()
+    wait = min(route.timeout, call.deadline - loop.time())
+    first = b""
     try:
-        async with asyncio.timeout(route.timeout):
+        async with asyncio.timeout(wait):
             response = await gateway.client.send(request, stream=True)
             if not call.stream or response.status_code >= 400:
                 try:
                     content = await _read_bounded(response)
                 finally:
                     await response.aclose()
+            else:
+                # Commit to this deployment only once its first chunk arrived: a stream that
+                # breaks before any byte reached the client can still fail over.
+                chunks = response.aiter_raw()
+                try:
+                    first = await next_chunk(chunks, wait)
+                except BaseException:
+                    await response.aclose()
+                    raise
     except (TimeoutError, httpx.TimeoutException):
         return Failure(route, "timeout")
+    except StopAsyncIteration:
+        return Failure(route, "broken")
     except (httpx.TransportError, OSError) as exc:
         log.info("route %s: transport error %s", route.id, type(exc).__name__)
         return Failure(route, "connect")
@@ -141,8 +160,9 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         return Response(content, status_code=status, headers=headers,
                         media_type=response.headers.get("content-type", "application/json"))
     usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
-    return StreamingResponse(relay(response, route.id, usage), status_code=status,
-                             media_type="text/event-stream",
+    events = relay(response, chunks, first, route.id, usage,
+                   idle=gateway.table.gateway.stream_idle_timeout, deadline=call.deadline)
+    return StreamingResponse(events, status_code=status, media_type="text/event-stream",
                              headers={**headers, "cache-control": "no-cache"})
 
 
@@ -157,7 +177,7 @@ async def _read_bounded(response: httpx.Response) -> bytes:
     return content[:MAX_ERROR_BODY]
 
 
-def _exhausted_429(call: Call, wait: float, why: str) -> GatewayError:
+def _rate_limited(call: Call, wait: float, why: str) -> GatewayError:
     seconds = max(1, math.ceil(wait))
     return GatewayError(429, f"The deployments of model '{call.model}' are rate limited ({why}). "
                         f"Retry after {seconds} seconds.", code="rate_limit_exceeded",
@@ -166,9 +186,9 @@ def _exhausted_429(call: Call, wait: float, why: str) -> GatewayError:
 
 def _exhausted(gateway, call: Call, failures: list[Failure]) -> GatewayError:
     summary = "; ".join(f"route '{f.route.id}': " + (f"HTTP {f.status}" if f.status else f.kind)
-                        for f in failures)
+                        for f in failures) or "no time left"
     if any(f.status == 429 for f in failures):
-        return _exhausted_429(call, gateway.selector.shortest_wait(call.pool), summary)
+        return _rate_limited(call, gateway.selector.shortest_wait(call.pool), summary)
     if all(f.kind == "timeout" for f in failures):
         return GatewayError(504, f"No deployment of model '{call.model}' answered in time ({summary}).",
                             code="upstream_timeout")

@@ -21,8 +21,6 @@ from routing.pool import Selector
 from routing.settings import Route, RouteTable, SettingsError, load_route_table
 
 log = logging.getLogger("routing")
-# Seconds of silence allowed between two chunks of an upstream stream.
-STREAM_IDLE_TIMEOUT = 60.0
 
 
 class Gateway:
@@ -31,9 +29,11 @@ class Gateway:
         self.inbound = InboundAuth(table.gateway)
         self.credentials = Credentials(table.gateway.credential)
         self.selector = Selector()
-        self.stream_idle_timeout = STREAM_IDLE_TIMEOUT
         self._client: httpx.AsyncClient | None = None
         self._rules: dict[tuple[str, str], OperationRules] = {}
+
+    def url(self, route: Route, operation: str) -> str:
+        return BACKENDS[route.backend].url(route, operation)
 
     def rules(self, route: Route, operation: str) -> OperationRules:
         """The route's backend rules for an operation, composed once."""
@@ -62,8 +62,7 @@ def create_http_client() -> httpx.AsyncClient:
     from httpx_aiohttp import AiohttpTransport
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits,
-                             timeout=httpx.Timeout(10.0, read=STREAM_IDLE_TIMEOUT))
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
 
 
 _gateway: Gateway | None = None

@@ -43,8 +43,6 @@ ROUTE_FIELDS = {
     "SCOPE": "scope", "HEADERS": "headers", "PARAMS": "params", "PRIORITY": "priority",
     "WEIGHT": "weight", "TIMEOUT": "timeout", "KEY_HEADER": "key_header", "REASONING": "reasoning",
 }
-GATEWAY_SETTINGS = ("GATEWAY_API_KEYS", "GATEWAY_AUTH", "GATEWAY_MAX_BODY_BYTES",
-                    "GATEWAY_COOLDOWN", "GATEWAY_CREDENTIAL")
 
 
 class SettingsError(Exception):
@@ -151,6 +149,10 @@ class GatewayConfig(BaseModel):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     cooldown: float = Field(default=10.0, ge=0)
     credential: Literal["managed-identity", "default"] = "managed-identity"
+    # Seconds of silence allowed between two chunks of an upstream stream.
+    stream_idle_timeout: float = Field(default=60.0, gt=0, le=230)
+    # The whole request, failover and stream included; under the 230 s HTTP limit of Functions.
+    total_timeout: float = Field(default=225.0, gt=0, le=230)
 
 
 class RouteTable:
@@ -176,6 +178,8 @@ class RouteTable:
                 "GATEWAY_MAX_BODY_BYTES": self.gateway.max_body_bytes,
                 "GATEWAY_COOLDOWN": self.gateway.cooldown,
                 "GATEWAY_CREDENTIAL": self.gateway.credential,
+                "GATEWAY_STREAM_IDLE_TIMEOUT": self.gateway.stream_idle_timeout,
+                "GATEWAY_TOTAL_TIMEOUT": self.gateway.total_timeout,
             },
             "models": {model: [r.id for r in pool] for model, pool in self.pools.items()},
             "routes": [route.redacted() for route in self.routes],
@@ -288,7 +292,9 @@ def _build_gateway(environ: Mapping[str, str]):
     keys = tuple(k.strip() for k in environ.get("GATEWAY_API_KEYS", "").split(",") if k.strip())
     values["api_keys"] = keys
     for name, attr in (("GATEWAY_AUTH", "auth"), ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
-                       ("GATEWAY_COOLDOWN", "cooldown"), ("GATEWAY_CREDENTIAL", "credential")):
+                       ("GATEWAY_COOLDOWN", "cooldown"), ("GATEWAY_CREDENTIAL", "credential"),
+                       ("GATEWAY_STREAM_IDLE_TIMEOUT", "stream_idle_timeout"),
+                       ("GATEWAY_TOTAL_TIMEOUT", "total_timeout")):
         if environ.get(name, "").strip():
             values[attr] = environ[name].strip().lower()
     try:
@@ -306,7 +312,8 @@ def _build_gateway(environ: Mapping[str, str]):
 
 _ATTR_TO_FIELD = {attr: field for field, attr in ROUTE_FIELDS.items()}
 _GATEWAY_FIELDS = {"api_keys": "API_KEYS", "auth": "AUTH", "max_body_bytes": "MAX_BODY_BYTES",
-                   "cooldown": "COOLDOWN", "credential": "CREDENTIAL"}
+                   "cooldown": "COOLDOWN", "credential": "CREDENTIAL",
+                   "stream_idle_timeout": "STREAM_IDLE_TIMEOUT", "total_timeout": "TOTAL_TIMEOUT"}
 
 
 def _error_field_message(error: dict, fields: dict[str, str]) -> tuple[str, str]:

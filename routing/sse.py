@@ -7,6 +7,7 @@ the client's stream with one `data: {"error": ...}` event and no `[DONE]`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -65,31 +66,58 @@ class UsageChunk:
         return b"data: " + json.dumps(data, separators=(",", ":")).encode()
 
 
-async def relay(response: httpx.Response, route_id: str, usage: UsageChunk | None) -> AsyncIterator[bytes]:
-    pending = b""
+async def next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes:
+    """The upstream's next raw chunk, or TimeoutError after `seconds` of silence."""
+    async with asyncio.timeout(seconds):
+        return await anext(chunks)
+
+
+async def relay(response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes, route_id: str,
+                usage: UsageChunk | None, idle: float, deadline: float) -> AsyncIterator[bytes]:
+    """Relay `first` and then the rest of `chunks` as whole events; close the upstream at the
+    end, on failure and when the client goes away (Starlette cancels this generator)."""
+    loop = asyncio.get_running_loop()
+    pending = first
     finished = False
     failure = None
     try:
         try:
-            async for chunk in response.aiter_raw():
-                pending += chunk
+            while True:
                 end = pending.rfind(EVENT_END)
-                if end < 0:
-                    continue
-                events, pending = pending[:end + 2], pending[end + 2:]
-                if usage is not None:
-                    events = usage.rewrite(events)
-                finished = events.endswith(DONE + EVENT_END) or events.startswith(b'data: {"error"')
-                yield events
+                if end >= 0:
+                    events, pending = pending[:end + 2], pending[end + 2:]
+                    if usage is not None:
+                        events = usage.rewrite(events)
+                    finished = events.endswith(DONE + EVENT_END) or events.startswith(b'data: {"error"')
+                    yield events
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TotalTimeout
+                try:
+                    pending += await next_chunk(chunks, min(idle, left))
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if left < idle:
+                        raise TotalTimeout from None
+                    raise
             if not finished and pending.strip() == DONE:  # a final event without its blank line
                 finished = True
                 yield usage.rewrite(DONE + EVENT_END) if usage is not None else DONE + EVENT_END
             if not finished:
                 failure = "The upstream closed the stream before it was complete."
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        except TotalTimeout:
+            failure = "The gateway's total time limit (GATEWAY_TOTAL_TIMEOUT) was reached."
+        except TimeoutError:
+            failure = f"The upstream sent nothing for {idle:g} seconds (GATEWAY_STREAM_IDLE_TIMEOUT)."
+        except (httpx.HTTPError, OSError) as exc:
             failure = f"The upstream stream failed: {type(exc).__name__}."
         if failure:
             log.warning("route %s: stream ended early: %s", route_id, failure)
             yield error_event(f"{failure} The response is incomplete (route '{route_id}').")
     finally:
         await response.aclose()
+
+
+class TotalTimeout(Exception):
+    pass
