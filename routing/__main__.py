@@ -1,4 +1,4 @@
-"""`python -m routing check | serve [--host] [--port] [--demo]`."""
+"""`python -m routing check | serve [--host] [--port] [--demo] | routes convert|diff|list`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 
 from routing.local_settings import load_local_settings
+from routing.routes_cli import add_routes_parser, run_routes
 from routing.settings import SettingsError, load_route_table
 
 
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=7071)
     serve.add_argument("--demo", action="store_true",
                        help="start the bundled emulators with a sample route table")
+    add_routes_parser(sub)
     args = parser.parse_args(argv)
-    return {"check": _check, "serve": _serve}[args.command](args)
+    return {"check": _check, "serve": _serve, "routes": run_routes}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,8 @@ class Upstream:
         return httpx.get(self.url + "/_emulator/requests", timeout=5).json()
 
     def clear(self) -> None:
-        httpx.delete(self.url + "/_emulator/requests", timeout=5).raise_for_status()
-        httpx.delete(self.url + "/_emulator/faults", timeout=5).raise_for_status()
-        httpx.post(self.url + "/_emulator/config", json={"chunk_delay": 0}, timeout=5)
+        """Records, faults, config (recording on, no chunk delay) and counters back to new."""
+        httpx.post(self.url + "/_emulator/reset", timeout=5).raise_for_status()
 
     def fault(self, **rule) -> None:
         httpx.post(self.url + "/_emulator/faults", json=rule, timeout=5).raise_for_status()

@@ -231,16 +231,18 @@ def test_client_disconnect_frees_connection_and_tasks(pool, upstreams):
         return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
 
     baseline = task_count()
+    connector = pool.gateway.client._transport.client.connector
+    # The emulator's count includes the stats request's own connection, the gateway's idle
+    # keep-alive connections and other processes' ones.
+    open_before = aoai.stats()["open_connections"]
+    idle_before = sum(len(v) for v in connector._conns.values())
     with httpx.stream("POST", pool.url + "/v1/chat/completions", headers=AUTH, timeout=30,
                       json={"model": "solo", "messages": USER, "stream": True}) as response:
         chunks = response.iter_raw()
         next(chunks)
-        connector = pool.gateway.client._transport.client.connector
         assert len(connector._acquired) == 1
         assert aoai.stats()["active_streams"] == 1
         assert task_count() > baseline
-        # The stats request's own connection counts: the gateway's upstream call is the other.
-        assert aoai.stats()["open_connections"] == 2
     deadline = time.monotonic() + 5
     while (aoai.stats()["active_streams"] or connector._acquired) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -248,5 +250,5 @@ def test_client_disconnect_frees_connection_and_tasks(pool, upstreams):
     assert len(connector._acquired) == 0, "the upstream connection was not released"
     # The upstream connection was closed, not parked half-read in the keep-alive pool.
     assert sum(len(v) for v in connector._conns.values()) == 0
-    assert aoai.stats()["open_connections"] == 1
+    assert aoai.stats()["open_connections"] <= open_before - idle_before
     assert task_count() == baseline, "a task outlived its request"
