@@ -4,6 +4,8 @@ validator), plus main.parameters.json and azure.yaml."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from bicep_model import (
@@ -85,7 +87,9 @@ def test_parameters_file_is_valid_json_with_azd_variables():
 def test_example_routes():
     routes = parameters({})["routes"]
     llama = next(r for r in routes if r["id"] == "LLAMA")
-    assert llama == {"id": "LLAMA", "model": "llama3", "backend": "azure-ai",
+    # AUTH=key explicitly: without LLAMA_API_KEY the gateway refuses at start, naming
+    # ROUTE__LLAMA__API_KEY, instead of trying a managed identity serverless endpoints reject.
+    assert llama == {"id": "LLAMA", "model": "llama3", "backend": "azure-ai", "auth": "key",
                      "endpoint": "https://Meta-Llama-3-70B-Instruct-xxxx.eastus2.models.ai.azure.com",
                      "headers": {"extra-parameters": "pass-through"}}
     gpt = next(r for r in routes if r["id"] == "GPT4O")
@@ -109,6 +113,10 @@ def test_example_parameters_give_a_valid_route_table():
     resolved = {name: ("llama-key" if value.startswith("@Microsoft.KeyVault(") else value) for name, value in env.items()}
     table = settings_module.load_route_table({**resolved, "GATEWAY_API_KEYS": "gw-key"})
     assert sorted(route.id for route in table.routes) == ["GPT4O", "LLAMA"]
+    unset = route_settings(parameters({})["routes"], [])
+    with pytest.raises(settings_module.SettingsError) as raised:
+        settings_module.load_route_table({**unset, "GATEWAY_API_KEYS": "gw-key"})
+    assert raised.value.errors[0].startswith("ROUTE__LLAMA__API_KEY: required")
 
 
 def test_azure_yaml():
