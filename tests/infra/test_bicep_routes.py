@@ -4,9 +4,9 @@ validator), plus main.parameters.json and azure.yaml."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from bicep_model import (
     INFRA, ROOT, ROUTE_FIELD_PROPERTIES, ROUTE_FIELDS, VAULT_URI, parameters, route_settings, template, variable, yaml,
