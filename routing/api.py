@@ -9,6 +9,7 @@ Each proxied request: inbound key → body (size limit, JSON object) → model �
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import uuid
@@ -23,6 +24,9 @@ from routing.errors import GatewayError, error_response
 from routing.forward import Call, forward
 from routing.validate import validate_body
 
+# A new id per request without a syscall: a random per-process prefix + a counter (32 hex digits).
+_ID_PREFIX = uuid.uuid4().hex[:20]
+_ID_COUNTER = itertools.count()
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
                    "embeddings": "/v1/embeddings"}
@@ -30,7 +34,7 @@ OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/
 
 def request_id(request: Request) -> str:
     given = request.headers.get("x-request-id")
-    return given if given and SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if given and SAFE_REQUEST_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 async def _read_json(request: Request, limit: int) -> dict[str, Any]:

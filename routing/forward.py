@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from routing.errors import GatewayError, map_upstream_error
@@ -31,7 +31,6 @@ log = logging.getLogger("routing.forward")
 FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                               "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
 MAX_ERROR_BODY = 64 * 1024
-CONNECT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -108,42 +107,39 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         **route.headers,
         auth_name: auth_value,
     }
-    request = gateway.client.build_request(
-        "POST", gateway.url(route, call.operation), headers=headers,
-        content=json.dumps(body, separators=(",", ":")).encode(),
-        timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None),  # bounded below, per phase
-    )
+    payload = json.dumps(body, separators=(",", ":")).encode()
     loop = asyncio.get_running_loop()
     wait = min(route.timeout, call.deadline - loop.time())
     first = b""
     try:
         async with asyncio.timeout(wait):
-            response = await gateway.client.send(request, stream=True)
-            if not call.stream or response.status_code >= 400:
+            response = await gateway.client.post(gateway.url(route, call.operation), data=payload,
+                                                 headers=headers)
+            if not call.stream or response.status >= 400:
                 try:
                     content = await _read_bounded(response)
                 finally:
-                    await response.aclose()
+                    response.release()
             else:
                 # Commit to this deployment only once its first chunk arrived: a stream that
                 # breaks before any byte reached the client can still fail over.
-                chunks = response.aiter_raw()
+                chunks = response.content.iter_any().__aiter__()
                 try:
                     first = await next_chunk(chunks, wait)
                 except BaseException:
-                    await response.aclose()
+                    response.close()
                     raise
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         return Failure(route, "timeout")
     except StopAsyncIteration:
         return Failure(route, "broken")
-    except (httpx.TransportError, OSError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         log.info("route %s: transport error %s", route.id, type(exc).__name__)
         return Failure(route, "connect")
 
-    status = response.status_code
+    status = response.status
     if status in (408, 429) or status >= 500:
-        return Failure(route, "status", status, content, dict(response.headers))
+        return Failure(route, "status", status, content, {k.lower(): v for k, v in response.headers.items()})
     if status in (401, 403):
         log.error("route %s: the upstream REJECTED THE GATEWAY'S CREDENTIALS (HTTP %d, auth %s) - "
                   "check ROUTE__%s__AUTH / API_KEY and the identity's role assignments",
@@ -166,15 +162,10 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
                              headers={**headers, "cache-control": "no-cache"})
 
 
-async def _read_bounded(response: httpx.Response) -> bytes:
-    if response.status_code < 400:
-        return await response.aread()
-    content = b""
-    async for chunk in response.aiter_raw():
-        content += chunk
-        if len(content) > MAX_ERROR_BODY:
-            break
-    return content[:MAX_ERROR_BODY]
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    if response.status < 400:
+        return await response.read()
+    return await response.content.read(MAX_ERROR_BODY)
 
 
 def _rate_limited(call: Call, wait: float, why: str) -> GatewayError:

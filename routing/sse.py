@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from routing.errors import error_body
 
@@ -72,7 +72,7 @@ async def next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes:
         return await anext(chunks)
 
 
-async def relay(response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes, route_id: str,
+async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], first: bytes, route_id: str,
                 usage: UsageChunk | None, idle: float, deadline: float) -> AsyncIterator[bytes]:
     """Relay `first` and then the rest of `chunks` as whole events; close the upstream at the
     end, on failure and when the client goes away (Starlette cancels this generator)."""
@@ -110,13 +110,16 @@ async def relay(response: httpx.Response, chunks: AsyncIterator[bytes], first: b
             failure = "The gateway's total time limit (GATEWAY_TOTAL_TIMEOUT) was reached."
         except TimeoutError:
             failure = f"The upstream sent nothing for {idle:g} seconds (GATEWAY_STREAM_IDLE_TIMEOUT)."
-        except (httpx.HTTPError, OSError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             failure = f"The upstream stream failed: {type(exc).__name__}."
         if failure:
             log.warning("route %s: stream ended early: %s", route_id, failure)
             yield error_event(f"{failure} The response is incomplete (route '{route_id}').")
     finally:
-        await response.aclose()
+        if finished:
+            response.release()
+        else:
+            response.close()  # an unfinished body: the connection cannot be reused
 
 
 class TotalTimeout(Exception):

@@ -223,7 +223,7 @@ def test_client_disconnect_frees_connection_and_tasks(pool, upstreams):
     aoai = upstreams["aoai"]
     aoai.configure(chunk_delay=0.2, answer_words=50)
     assert pool.chat("solo").status_code == 200  # the shared client exists from here on
-    loop = pool.gateway.client._transport.client._loop
+    loop = pool.gateway.client._loop
 
     def task_count() -> int:
         async def count() -> int:
@@ -231,7 +231,7 @@ def test_client_disconnect_frees_connection_and_tasks(pool, upstreams):
         return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
 
     baseline = task_count()
-    connector = pool.gateway.client._transport.client.connector
+    connector = pool.gateway.client.connector
     # The emulator's count includes the stats request's own connection, the gateway's idle
     # keep-alive connections and other processes' ones.
     open_before = aoai.stats()["open_connections"]

@@ -1,0 +1,106 @@
+"""Cold import of `function_app` (what a Functions cold start pays for our code) against a bare
+import of the packages it needs, each in a fresh interpreter, interleaved, medians.
+
+Also: whether `import function_app` pulls in `azure.identity` (it must not: only
+managed-identity routes need it, on first use), and which packages it adds to the bare set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from bench.procs import REPO, machine_busy_seconds
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# The runtime requirements (requirements.txt) that `function_app` needs at import; azure.identity
+# is imported lazily, on the first managed-identity request.
+REQUIRED = ("azure.functions", "azurefunctions.extensions.http.fastapi", "aiohttp", "pydantic")
+BARE_CODE = "import " + ", ".join(REQUIRED)
+APP_CODE = "import function_app"
+EMPTY_CODE = "pass"
+SETTINGS = {
+    "GATEWAY_API_KEYS": "bench-gateway-key",
+    "ROUTE__BENCH__MODEL": "gpt-4o",
+    "ROUTE__BENCH__BACKEND": "azure-openai",
+    "ROUTE__BENCH__ENDPOINT": "https://bench.openai.azure.com",
+    "ROUTE__BENCH__API_KEY": "bench-upstream-key",
+}
+_PROBE = """
+import json, sys
+before = set(sys.modules)
+import {bare}
+bare = set(sys.modules)
+import function_app
+added = sorted(set(sys.modules) - bare)
+tops = {{}}
+for name in added:
+    tops[name.split('.')[0]] = tops.get(name.split('.')[0], 0) + 1
+ok = bool(function_app.app.get_functions())
+print(json.dumps({{"azure_identity_imported": "azure.identity" in sys.modules,
+                  "modules_added": len(added), "packages_added": tops, "functions_registered": ok}}))
+"""
+
+
+def environ(gateway_src=None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ROUTE__", "GATEWAY_", "IDENTITY_", "MSI_", "PYTHONPROFILEIMPORTTIME"))}
+    env.update(SETTINGS)
+    env["PYTHONPATH"] = f"{gateway_src}:{REPO}" if gateway_src else str(REPO)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _time(code: str, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return time.perf_counter() - start
+
+
+def measure(repeats: int = 7, gateway_src=None) -> dict:
+    env = environ(gateway_src)
+    busy0, children0 = machine_busy_seconds(), _children_cpu()
+    started = time.perf_counter()
+    for code in (EMPTY_CODE, BARE_CODE, APP_CODE):  # compile .pyc files, warm the page cache
+        _time(code, env)
+    samples: dict[str, list[float]] = {"empty": [], "bare": [], "function_app": []}
+    for i in range(repeats):
+        order = [("empty", EMPTY_CODE), ("bare", BARE_CODE), ("function_app", APP_CODE)]
+        for name, code in order[i % 3:] + order[:i % 3]:
+            samples[name].append(_time(code, env))
+    medians = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
+    wall = time.perf_counter() - started
+    foreign = max(machine_busy_seconds() - busy0 - (_children_cpu() - children0), 0.0)
+    probe = subprocess.run([sys.executable, "-c", _PROBE.format(bare=", ".join(REQUIRED))], env=env,
+                           cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    facts = json.loads(probe.stdout.strip().splitlines()[-1])
+    return {
+        "repeats": repeats,
+        "bare_code": BARE_CODE,
+        "interpreter_ms": medians["empty"],
+        "bare_ms": medians["bare"],
+        "function_app_ms": medians["function_app"],
+        "ratio": medians["function_app"] / medians["bare"],
+        # The same without the interpreter's own start, for reading (the target uses `ratio`).
+        "ratio_without_interpreter": ((medians["function_app"] - medians["empty"])
+                                      / max(medians["bare"] - medians["empty"], 1e-9)),
+        "samples_ms": {k: [round(v * 1e3, 2) for v in vs] for k, vs in samples.items()},
+        # CPU other processes used meanwhile, as a share of the machine: high means noisy timings.
+        "background_cpu_share": foreign / max(wall * (os.cpu_count() or 1), 1e-9),
+        **facts,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 7), indent=2))
