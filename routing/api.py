@@ -117,7 +117,7 @@ async def azure_embeddings(request: Request) -> Response:
     return await _proxy(request, "embeddings", request.path_params["name"])
 
 
-def _model_card(model: str, gateway) -> dict[str, Any]:
+def _model_card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "azure-llm-gateway"}
 
 
@@ -126,7 +126,7 @@ async def list_models(request: Request) -> Response:
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
-        data = [_model_card(m, gateway) for m in gateway.table.models]
+        data = [_model_card(m) for m in gateway.table.models]
         return JSONResponse({"object": "list", "data": data}, headers=headers)
     except GatewayError as error:
         return error_response(error, headers)
@@ -141,7 +141,7 @@ async def retrieve_model(request: Request) -> Response:
         if model not in gateway.table.pools:
             raise GatewayError(404, f"The model '{model}' does not exist or you do not have access "
                                "to it.", param="model", code="model_not_found")
-        return JSONResponse(_model_card(model, gateway), headers=headers)
+        return JSONResponse(_model_card(model), headers=headers)
     except GatewayError as error:
         return error_response(error, headers)
 

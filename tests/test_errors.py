@@ -186,3 +186,14 @@ def test_no_secret_in_gateway_log(gateway, emulators):
     for secret in secrets:
         assert secret not in log
     assert "eyJ" not in log
+
+
+def test_gateway_auth_none_needs_no_key_and_warns(emulators, tmp_path):
+    settings = {k: v for k, v in gateway_settings(emulators).items() if k != "GATEWAY_API_KEYS"}
+    open_gateway = GatewayProcess({**settings, "GATEWAY_AUTH": "none"}, tmp_path)
+    try:
+        response = httpx.get(open_gateway.url + "/v1/models")
+        assert response.status_code == 200 and response.json()["data"]
+    finally:
+        open_gateway.stop()
+    assert "GATEWAY_AUTH=none" in open_gateway.log() and "WARNING" in open_gateway.log()
