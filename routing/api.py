@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import re
 import uuid
 from typing import Any
@@ -27,6 +28,7 @@ from routing.validate import validate_body
 # A new id per request without a syscall: a random per-process prefix + a counter (32 hex digits).
 _ID_PREFIX = uuid.uuid4().hex[:20]
 _ID_COUNTER = itertools.count()
+log = logging.getLogger("routing.api")
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
                    "embeddings": "/v1/embeddings"}
@@ -86,9 +88,39 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=request.headers.get("user-agent"),
                     deadline=deadline, headers=headers)
-        return await forward(gateway, call)
+        return await _forward_while_connected(request, gateway, call)
     except GatewayError as error:
         return error_response(error, headers)
+    except Exception:  # a bug must still answer in the OpenAI shape, with the request id
+        log.exception("request %s: unexpected error", headers["x-request-id"])
+        return error_response(GatewayError(500, "The gateway failed to process the request.",
+                                           code="internal_error"), headers)
+
+
+async def _forward_while_connected(request: Request, gateway, call: Call) -> Response:
+    """`forward`, cancelled (with its upstream calls and failover) if the client goes away
+    before the response starts; once streaming, Starlette's own disconnect watch takes over."""
+    handler = asyncio.current_task()
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        handler.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await forward(gateway, call)
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        handler.uncancel()
+        log.info("request %s: the client went away; upstream call cancelled", call.request_id)
+        return error_response(GatewayError(499, "The client closed the request.",
+                                           code="client_closed_request"), call.headers)
+    finally:
+        watcher.cancel()
 
 
 async def chat_completions(request: Request) -> Response:

@@ -21,23 +21,29 @@ REFRESH_MARGIN_SECONDS = 300
 
 
 class CachedToken:
-    """An access token for one (identity, scope), refreshed before expiry."""
+    """An access token for one (identity, scope), refreshed before expiry.
+
+    One fetch at a time, shared by every waiting request and shielded from their cancellation:
+    a caller that times out or goes away does not abort the fetch the others wait for."""
 
     def __init__(self, credential: Any, scope: str):
         self._credential = credential
         self._scope = scope
         self._token: str | None = None
         self._expires_on = 0.0
-        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Future[str] | None = None
 
     async def get(self) -> str:
         if self._token is not None and self._expires_on - time.time() > REFRESH_MARGIN_SECONDS:
             return self._token
-        async with self._lock:
-            if self._token is None or self._expires_on - time.time() <= REFRESH_MARGIN_SECONDS:
-                access = await self._credential.get_token(self._scope)
-                self._token, self._expires_on = access.token, float(access.expires_on)
-        return self._token
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._fetch())
+        return await asyncio.shield(self._refresh)
+
+    async def _fetch(self) -> str:
+        access = await self._credential.get_token(self._scope)
+        self._token, self._expires_on = access.token, float(access.expires_on)
+        return access.token
 
 
 class Credentials:

@@ -57,9 +57,13 @@ def map_upstream_error(status: int, content: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         data = None
     message, param, code, type_ = None, None, None, None
+    extra: dict[str, Any] = {}
     if isinstance(data, dict):
         inner = data.get("error")
         if isinstance(inner, dict):
+            # Keep what the upstream said beyond the four fields (Azure's `innererror` with the
+            # content-filter categories, `status`, ...): clients report why a prompt was blocked.
+            extra = {k: v for k, v in inner.items() if k not in ("message", "type", "param", "code")}
             message = inner.get("message")
             param, code, type_ = inner.get("param"), inner.get("code"), inner.get("type")
             if isinstance(inner.get("innererror"), dict) and inner["innererror"].get("code"):
@@ -76,8 +80,10 @@ def map_upstream_error(status: int, content: bytes) -> dict[str, Any]:
         message = text[:1000] or f"The upstream returned HTTP {status}."
     if code is not None and not isinstance(code, str):
         code = str(code)
-    return error_body(str(message), type_ if isinstance(type_, str) else error_type(status),
+    body = error_body(str(message), type_ if isinstance(type_, str) else error_type(status),
                       param if isinstance(param, str) else None, code)
+    body["error"].update(extra)
+    return body
 
 
 def _detail_message(detail: Any) -> str:

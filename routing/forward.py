@@ -16,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from starlette.responses import Response, StreamingResponse
@@ -31,6 +32,8 @@ log = logging.getLogger("routing.forward")
 FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                               "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
 MAX_ERROR_BODY = 64 * 1024
+# An error that retrying cannot fix: the `openai` SDK honours this header and does not retry.
+NO_RETRY = {"x-should-retry": "false"}
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Failure:
 async def forward(gateway, call: Call) -> Response:
     order = gateway.selector.order(call.pool)
     if not order:
+        if not any(route.weight > 0 for route in call.pool):
+            raise GatewayError(503, f"Every deployment of model '{call.model}' is drained "
+                               "(WEIGHT=0); the operator must enable one.", code="model_unavailable")
         raise _rate_limited(call, gateway.selector.shortest_wait(call.pool),
                             "every deployment is cooling down after errors")
     loop = asyncio.get_running_loop()
@@ -93,11 +99,17 @@ async def forward(gateway, call: Call) -> Response:
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
                               route.deployment)
-    if dropped:
-        call.headers["x-gateway-dropped-params"] = ",".join(dropped)
+    if dropped:  # client-chosen names: percent-encoded so any key makes a valid header
+        call.headers["x-gateway-dropped-params"] = ",".join(quote(k, safe="") for k in dropped)
     else:
         call.headers.pop("x-gateway-dropped-params", None)
-    auth_name, auth_value = await gateway.credentials.auth_header(route)
+    loop = asyncio.get_running_loop()
+    wait = min(route.timeout, call.deadline - loop.time())
+    try:
+        async with asyncio.timeout(wait):  # a slow identity endpoint counts against the route
+            auth_name, auth_value = await gateway.credentials.auth_header(route)
+    except TimeoutError:
+        return Failure(route, "timeout")
     headers = {
         "content-type": "application/json",
         "accept": "text/event-stream" if call.stream else "application/json",
@@ -108,14 +120,14 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         auth_name: auth_value,
     }
     payload = json.dumps(body, separators=(",", ":")).encode()
-    loop = asyncio.get_running_loop()
     wait = min(route.timeout, call.deadline - loop.time())
     first = b""
     try:
         async with asyncio.timeout(wait):
+            # No redirects: they would carry the route's key to another origin.
             response = await gateway.client.post(gateway.url(route, call.operation), data=payload,
-                                                 headers=headers)
-            if not call.stream or response.status >= 400:
+                                                 headers=headers, allow_redirects=False)
+            if not call.stream or response.status >= 300 or not _is_event_stream(response):
                 try:
                     content = await _read_bounded(response)
                 finally:
@@ -140,13 +152,19 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     status = response.status
     if status in (408, 429) or status >= 500:
         return Failure(route, "status", status, content, {k.lower(): v for k, v in response.headers.items()})
+    if 300 <= status < 400:
+        log.error("route %s: the upstream answered HTTP %d (a redirect): check ROUTE__%s__ENDPOINT",
+                  route.id, status, route.id)
+        raise GatewayError(502, f"The upstream of route '{route.id}' answered with a redirect "
+                           f"(HTTP {status}); the route's endpoint must be fixed.",
+                           code="upstream_error", headers=NO_RETRY)
     if status in (401, 403):
         log.error("route %s: the upstream REJECTED THE GATEWAY'S CREDENTIALS (HTTP %d, auth %s) - "
                   "check ROUTE__%s__AUTH / API_KEY and the identity's role assignments",
                   route.id, status, route.auth, route.id)
         raise GatewayError(502, f"The upstream of route '{route.id}' rejected the gateway's "
                            f"credentials (HTTP {status}); the gateway's configuration must be fixed.",
-                           code="upstream_auth_failed")
+                           code="upstream_auth_failed", headers=NO_RETRY)
     headers = {**call.headers, **{k: response.headers[k] for k in FORWARDED_RESPONSE_HEADERS
                                   if k in response.headers}}
     if status >= 400:
@@ -155,6 +173,11 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     if not call.stream:
         return Response(content, status_code=status, headers=headers,
                         media_type=response.headers.get("content-type", "application/json"))
+    if not _is_event_stream(response):
+        log.error("route %s: a streamed request was answered with %r, not an event stream",
+                  route.id, response.headers.get("content-type"))
+        raise GatewayError(502, f"The upstream of route '{route.id}' answered a streamed request "
+                           "without an event stream.", code="upstream_protocol_error", headers=NO_RETRY)
     usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
     events = relay(response, chunks, first, route.id, usage,
                    idle=gateway.table.gateway.stream_idle_timeout, deadline=call.deadline)
@@ -162,10 +185,20 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
                              headers={**headers, "cache-control": "no-cache"})
 
 
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
 async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    if response.status < 400:
+    if response.status < 300:
         return await response.read()
-    return await response.content.read(MAX_ERROR_BODY)
+    content = b""  # an error body, read to its end or the cap (it may arrive in pieces)
+    while len(content) < MAX_ERROR_BODY:
+        chunk = await response.content.readany()
+        if not chunk:
+            break
+        content += chunk
+    return content[:MAX_ERROR_BODY]
 
 
 def _rate_limited(call: Call, wait: float, why: str) -> GatewayError:

@@ -6,6 +6,7 @@ Order (DESIGN §5): `retry-after-ms`, `retry-after` (seconds or an HTTP date),
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -15,7 +16,18 @@ DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# An upstream hint longer than this is capped: the deployment is tried again after it.
+MAX_DELAY = 600.0
+
+
 def retry_delay(headers: Mapping[str, str]) -> float | None:
+    delay = _hinted_delay(headers)
+    if delay is None or not math.isfinite(delay):  # `nan`/`inf` parse as floats
+        return None
+    return min(max(delay, 0.0), MAX_DELAY)
+
+
+def _hinted_delay(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after-ms")
     if value is not None:
         try:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from routing.local_settings import load_local_settings
 from routing.routes_file import ConvertedRoutes, RoutesFileError, read_routes_file
-from routing.settings import KEY_VAULT_REFERENCE, ROUTE_PREFIX, RouteTable, SettingsError, load_route_table
+from routing.settings import (KEY_VAULT_REFERENCE, ROUTE_PREFIX, RouteTable, SettingsError, load_route_table,
+                              redacted_headers)
 
 FORMATS = ("local-settings", "appsettings-json", "env")
 # The loader requires an inbound key; when the current settings have none, this stands in for it.
@@ -346,6 +347,13 @@ def _shown(name: str, value: str) -> str:
     """A key is never shown; a Key Vault reference is only a pointer, so it is."""
     if _field(name) in SECRET_FIELDS and not _is_kv_reference(value):
         return "<redacted>"
+    if _field(name) == "HEADERS":  # injected headers may carry keys (e.g. an APIM subscription key)
+        try:
+            headers = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(headers, dict):
+            return json.dumps(redacted_headers(headers), separators=(",", ":"))
     return value
 
 

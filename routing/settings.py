@@ -31,8 +31,10 @@ KEY_VAULT_REFERENCE = "@microsoft.keyvault("
 RESERVED_HEADERS = frozenset(
     {"authorization", "api-key", "host", "content-length", "content-type", "transfer-encoding",
      "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-authorization", "cookie",
-     "x-ms-client-request-id"}
+     "x-ms-client-request-id", "accept", "accept-encoding"}
 )
+# Injected header values shown as <redacted> by `check` and `routes list` (they may be keys).
+SECRET_HEADER_NAME = re.compile(r"key|secret|token|auth|signature|password|credential", re.IGNORECASE)
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
@@ -138,6 +140,7 @@ class Route(BaseModel):
         """The route as `check` prints it: secrets replaced, nothing else hidden."""
         data = self.model_dump(mode="json", exclude={"api_key"})
         data["api_key"] = "<redacted>" if self.api_key else None
+        data["headers"] = redacted_headers(self.headers)
         return data
 
 
@@ -339,6 +342,11 @@ def _json_object(value: Any) -> Any:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     return value
+
+
+def redacted_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: "<redacted>" if SECRET_HEADER_NAME.search(name) else value
+            for name, value in headers.items()}
 
 
 def _is_loopback(host: str) -> bool:

@@ -158,12 +158,12 @@ def test_upstream_rejecting_gateway_credentials_is_502_naming_route(gateway, ups
 def test_upstream_429_and_500_on_single_deployment(gateway, upstreams):
     upstreams["serverless"].fault(status=429, retry_after=7, count=1)
     response = httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH,
-                          json={"model": "llama3-policy", "messages": USER})
+                          json={"model": "llama3-cooldown", "messages": USER})
     assert_openai_error(response, 429, "rate_limit_exceeded")
     assert 6 <= int(response.headers["retry-after"]) <= 7
     # While it cools down the gateway answers at once, without calling the upstream.
     response = httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH,
-                          json={"model": "llama3-policy", "messages": USER})
+                          json={"model": "llama3-cooldown", "messages": USER})
     assert_openai_error(response, 429)
     assert len(upstreams["serverless"].requests()) == 1
 
@@ -197,3 +197,33 @@ def test_gateway_auth_none_needs_no_key_and_warns(emulators, tmp_path):
     finally:
         open_gateway.stop()
     assert "GATEWAY_AUTH=none" in open_gateway.log() and "WARNING" in open_gateway.log()
+
+
+def test_content_filter_details_survive_the_mapping(gateway, upstreams):
+    response = httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH, json={
+        "model": "gpt-4o-key", "messages": [{"role": "user", "content": "[[content_filter]] x"}]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "content_filter" and error["param"] == "prompt"
+    assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    assert error["innererror"]["content_filter_result"]["jailbreak"]["filtered"] is True
+
+
+def test_non_ascii_parameter_name_is_dropped_and_reported(gateway, upstreams):
+    response = httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH, json={
+        "model": "llama3", "messages": USER, "模型": 1, "a\r\nb": 2})
+    assert response.status_code == 200
+    assert response.headers["x-gateway-dropped-params"] == "%E6%A8%A1%E5%9E%8B,a%0D%0Ab"
+
+
+def test_drained_pool_is_503_not_429(emulators, upstreams, tmp_path):
+    settings = {**gateway_settings(emulators), "ROUTE__LLAMA__WEIGHT": "0"}
+    drained = GatewayProcess(settings, tmp_path)
+    try:
+        response = httpx.post(drained.url + "/v1/chat/completions", headers=AUTH,
+                              json={"model": "llama3", "messages": USER})
+    finally:
+        drained.stop()
+    assert_openai_error(response, 503, "model_unavailable")
+    assert "retry-after" not in response.headers
+    assert upstreams["serverless"].requests() == []

@@ -156,3 +156,22 @@ def test_client_headers_never_forwarded(gateway, upstreams):
     assert seen["authorization"] == f"Bearer {upstreams['serverless'].key}"
     assert seen["user-agent"] == "my-app/1.0"
     assert "stream_options" not in upstreams["serverless"].requests()[0]["body"]
+
+
+def test_older_azure_openai_api_version_gets_only_what_it_knows(emulators, upstreams, tmp_path):
+    from tests.conftest import route
+    from tests.helpers import GatewayProcess
+    old = GatewayProcess({"GATEWAY_API_KEYS": GATEWAY_KEY, **route(
+        "OLD", model="gpt-4o-old", backend="azure-openai", endpoint=emulators.urls["azure_openai"],
+        deployment="gpt-4o", api_version="2024-06-01", api_key=upstreams["aoai"].key)}, tmp_path)
+    try:
+        response = httpx.post(old.url + "/v1/chat/completions", headers=AUTH, json={
+            "model": "gpt-4o-old", "messages": USER, "stream": True, "max_completion_tokens": 4,
+            "stream_options": {"include_usage": True}, "parallel_tool_calls": False})
+    finally:
+        old.stop()
+    assert response.status_code == 200, response.text
+    assert sorted(response.headers["x-gateway-dropped-params"].split(",")) == ["parallel_tool_calls", "stream_options"]
+    seen = upstream_bodies(upstreams["aoai"])[0]
+    assert seen["max_tokens"] == 4 and "max_completion_tokens" not in seen
+    assert sse_events(response.content)[-1] == "[DONE]"

@@ -120,3 +120,18 @@ def test_serve_refuses_invalid_or_empty_table(tmp_path):
     assert result.returncode == 1 and "ROUTE__A__BACKEND: 'bedrock' is not a backend" in result.stderr
     result = run_cli("serve", "--port", "1", env={"GATEWAY_API_KEYS": "k"}, cwd=tmp_path)
     assert result.returncode == 1 and "no routes configured" in result.stderr
+
+
+def test_check_redacts_secret_looking_header_values(tmp_path):
+    env = {**BASE, "ROUTE__A__HEADERS": '{"Ocp-Apim-Subscription-Key": "apim-secret-123", "x-team": "blue"}'}
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 0
+    headers = json.loads(result.stdout)["routes"][0]["headers"]
+    assert headers == {"Ocp-Apim-Subscription-Key": "<redacted>", "x-team": "blue"}
+    assert "apim-secret-123" not in result.stdout
+
+
+@pytest.mark.parametrize("name", ["Accept", "accept-encoding", "Host", "Cookie"])
+def test_gateway_owned_headers_cannot_be_injected(name):
+    errors = errors_for(ROUTE__A__HEADERS=json.dumps({name: "x"}))
+    assert errors == [f"ROUTE__A__HEADERS: '{name}' is set by the gateway and cannot be injected"]

@@ -68,3 +68,17 @@ def test_client_disconnect_cancels_upstream(gateway, upstreams):
     while upstreams["serverless"].stats()["active_streams"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert upstreams["serverless"].stats()["active_streams"] == 0, "upstream stream still running"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_leaving_before_first_byte_cancels_upstream(gateway, upstreams, stream):
+    aoai = upstreams["aoai"]
+    aoai.fault(match={"deployment": "gpt-35-turbo-instruct"}, delay=20)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + "/v1/completions", headers=AUTH, timeout=1,
+                   json={"model": "gpt-35-turbo-instruct", "prompt": "x", "stream": stream})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [r for r in aoai.requests() if r["status"] == 499]:
+        time.sleep(0.1)
+    # The emulator records a hung request as 499 once its caller (the gateway) hangs up.
+    assert [r["status"] for r in aoai.requests()] == [499]

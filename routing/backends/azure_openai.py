@@ -38,5 +38,16 @@ BACKEND = Backend(
             roles={"system": "developer"},
         ),
     },
+    # `max_completion_tokens`, `stream_options` and `parallel_tool_calls` arrived in
+    # 2024-09-01-preview (reference §3.2); older versions reject them as unrecognized.
+    older_than={
+        "2024-09-01-preview": {
+            "chat/completions": OperationRules(
+                drop=frozenset({"stream_options", "parallel_tool_calls"}),
+                rename={"max_completion_tokens": "max_tokens"},
+            ),
+            "completions": OperationRules(drop=frozenset({"stream_options"})),
+        },
+    },
     url=url,
 )

@@ -52,6 +52,9 @@ class Backend:
     operations: Mapping[str, OperationRules]
     # Extra rules for reasoning routes (ROUTE__<ID>__REASONING), per operation.
     reasoning: Mapping[str, OperationRules] = field(default_factory=dict)
+    # api-version → extra rules, per operation, for routes whose API_VERSION sorts before it
+    # (parameters an older API does not know yet). Dated versions sort by date; `v1` is newest.
+    older_than: Mapping[str, Mapping[str, OperationRules]] = field(default_factory=dict)
     # (route, operation) → absolute upstream URL.
     url: Callable[[Route, str], str] = lambda route, op: ""
     # Whether a route header `extra-parameters: pass-through|drop` hands unknown keys to the
@@ -62,6 +65,10 @@ class Backend:
         rules = self.operations[operation]
         if route.reasoning and operation in self.reasoning:
             rules = rules.overlay(self.reasoning[operation])
+        else:  # reasoning models need recent api-versions anyway; the upstream says so itself
+            for version, by_operation in self.older_than.items():
+                if route.api_version < version and operation in by_operation:
+                    rules = rules.overlay(by_operation[operation])
         if self.honours_extra_parameters and route_passes_extras(route):
             rules = OperationRules(drop=rules.drop, rename=rules.rename, roles=rules.roles,
                                    only_with=rules.only_with)
