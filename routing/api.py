@@ -29,6 +29,7 @@ from routing.validate import validate_body
 _ID_PREFIX = uuid.uuid4().hex[:20]
 _ID_COUNTER = itertools.count()
 log = logging.getLogger("routing.api")
+WATCH_DISCONNECT_AFTER = 0.5  # seconds
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
                    "embeddings": "/v1/embeddings"}
@@ -99,28 +100,38 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
 
 async def _forward_while_connected(request: Request, gateway, call: Call) -> Response:
     """`forward`, cancelled (with its upstream calls and failover) if the client goes away
-    before the response starts; once streaming, Starlette's own disconnect watch takes over."""
+    before the response starts; once streaming, Starlette's own disconnect watch takes over.
+    The watch starts only after WATCH_DISCONNECT_AFTER seconds: quick answers never pay for it."""
+    loop = asyncio.get_running_loop()
     handler = asyncio.current_task()
-    gone = asyncio.Event()
+    watcher: asyncio.Task | None = None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        gone.set()
+        gone = True
         handler.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(WATCH_DISCONNECT_AFTER, start_watching)
     try:
         return await forward(gateway, call)
     except asyncio.CancelledError:
-        if not gone.is_set():
+        if not gone:
             raise
         handler.uncancel()
         log.info("request %s: the client went away; upstream call cancelled", call.request_id)
         return error_response(GatewayError(499, "The client closed the request.",
                                            code="client_closed_request"), call.headers)
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def chat_completions(request: Request) -> Response:
