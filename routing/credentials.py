@@ -59,9 +59,8 @@ class Credentials:
         key = route.api_key.get_secret_value() if route.api_key else ""
         return ("api-key", key) if route.key_header == "api-key" else ("authorization", f"Bearer {key}")
 
-    async def auth_header(self, route: Route) -> tuple[str, str]:
-        if route.auth == "key":
-            return self.key_header(route)
+    async def token_header(self, route: Route) -> tuple[str, str]:
+        """`Authorization: Bearer <token>` from the route's managed identity."""
         cache_key = (route.client_id, route.scope)
         token = self._tokens.get(cache_key)
         if token is None:

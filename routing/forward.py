@@ -110,7 +110,7 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         try:
             async with asyncio.timeout(min(route.timeout, call.deadline - loop.time())):
                 # a slow identity endpoint counts against the route's time
-                auth_name, auth_value = await gateway.credentials.auth_header(route)
+                auth_name, auth_value = await gateway.credentials.token_header(route)
         except TimeoutError:
             return Failure(route, "timeout")
     headers = {
