@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from routing.local_settings import load_local_settings
-from routing.routes_cli import add_routes_parser, run_routes
-from routing.settings import SettingsError, load_route_table
+from routing.config.local_settings import load_local_settings
+from routing.manage.routes_cli import add_routes_parser, run_routes
+from routing.config.settings import SettingsError, load_route_table
 
 
 def _check(_: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def _check(_: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.demo:
-        from routing.demo import start_demo
+        from routing.manage.demo import start_demo
         emulators = start_demo(args.host, args.port)
     else:
         load_local_settings()

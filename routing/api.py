@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from routing import gateway as runtime
-from routing.backends import BACKENDS
+from routing.upstream.backends import BACKENDS
 from routing.errors import GatewayError, error_response
-from routing.forward import Call, forward
-from routing.validate import validate_body
+from routing.upstream.forward import Call, forward
+from routing.inbound.validate import validate_body
 
 # A new id per request without a syscall: a random per-process prefix + a counter (32 hex digits).
 _ID_PREFIX = uuid.uuid4().hex[:20]

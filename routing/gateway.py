@@ -14,12 +14,12 @@ from collections.abc import Mapping
 import aiohttp
 from yarl import URL
 
-from routing.backends import BACKENDS, OperationRules
-from routing.credentials import Credentials
+from routing.upstream.backends import BACKENDS, OperationRules
+from routing.upstream.credentials import Credentials
 from routing.errors import GatewayError
-from routing.inbound_auth import InboundAuth
-from routing.pool import Selector
-from routing.settings import Route, RouteTable, SettingsError, load_route_table
+from routing.inbound.auth import InboundAuth
+from routing.upstream.pool import Selector
+from routing.config.settings import Route, RouteTable, SettingsError, load_route_table
 
 log = logging.getLogger("routing")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from routing.demo import DEMO_KEY
+from routing.manage.demo import DEMO_KEY
 from tests.helpers import GatewayProcess
 
 

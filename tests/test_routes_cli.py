@@ -14,8 +14,8 @@ import openai
 import pytest
 import yaml
 
-from routing.routes_file import FILE_FIELDS
-from routing.settings import load_route_table
+from routing.manage.routes_file import FILE_FIELDS
+from routing.config.settings import load_route_table
 from tests.helpers import GATEWAY_KEY, REPO, GatewayProcess, clean_environ
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from routing.settings import SettingsError, load_route_table
+from routing.config.settings import SettingsError, load_route_table
 from tests.helpers import REPO, clean_environ
 
 BASE = {"GATEWAY_API_KEYS": "k", "ROUTE__A__MODEL": "llama3", "ROUTE__A__BACKEND": "azure-ai",

@@ -26,8 +26,8 @@ def test_route_settings_cover_design_fields():
         condition = entry["value"]["operator"]["operands"]["condition"]["function"]
         assert condition["type"] == "contains"
         assert condition["parameters"]["item_to_find"] == ROUTE_FIELD_PROPERTIES[field], field
-    from routing import settings as settings_module
-    assert set(settings_module.ROUTE_FIELDS) == ROUTE_FIELDS, "DESIGN §3 fields and routing/settings.py differ"
+    from routing.config import settings as settings_module
+    assert set(settings_module.ROUTE_FIELDS) == ROUTE_FIELDS, "DESIGN §3 fields and routing/config/settings.py differ"
 
 
 def test_every_field_of_a_full_route():
@@ -103,7 +103,7 @@ def test_example_routes():
 def test_example_parameters_give_a_valid_route_table():
     """The app settings the example deployment produces load in the gateway's own validator
     (Key Vault references resolved, as the platform does before the process starts)."""
-    from routing import settings as settings_module
+    from routing.config import settings as settings_module
     values = parameters({"LLAMA_API_KEY": "llama-key"})
     key_ids = [route_id for route_id, key in values["routeApiKeys"].items() if key]
     env = route_settings(values["routes"], key_ids)

@@ -6,7 +6,7 @@ The service rejects any key outside its schema unless the request carries
 
 from __future__ import annotations
 
-from routing.backends.base import Backend, OperationRules
+from routing.upstream.backends.base import Backend, OperationRules
 
 CHAT_KEYS = frozenset({
     "messages", "frequency_penalty", "stream", "presence_penalty", "temperature", "top_p",

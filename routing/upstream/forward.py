@@ -22,12 +22,12 @@ import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from routing.errors import GatewayError, map_upstream_error
-from routing.normalize import normalize
-from routing.retry_hints import retry_delay
-from routing.settings import Route
-from routing.sse import UsageChunk, next_chunk, relay
+from routing.upstream.normalize import normalize
+from routing.upstream.retry_hints import retry_delay
+from routing.config.settings import Route
+from routing.upstream.sse import UsageChunk, next_chunk, relay
 
-log = logging.getLogger("routing.forward")
+log = logging.getLogger("routing.upstream.forward")
 # Upstream response headers worth handing to the client (rate-limit state, for client backoff).
 FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                               "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")

@@ -1,7 +1,7 @@
 """What a backend adapter is: the upstream URL for an operation, and its parameter rules as data.
 
 Rules are declarative (Portkey-style): each backend lists, per operation, the keys it accepts,
-the keys it calls by another name and the message roles it takes. `routing.normalize` applies
+the keys it calls by another name and the message roles it takes. `routing.upstream.normalize` applies
 them; nothing here looks at a request.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from routing.settings import Route
+    from routing.config.settings import Route
 
 @dataclass(frozen=True)
 class OperationRules:

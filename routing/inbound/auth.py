@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 
 from routing.errors import GatewayError
-from routing.settings import GatewayConfig
+from routing.config.settings import GatewayConfig
 
 
 class InboundAuth:

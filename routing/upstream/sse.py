@@ -19,7 +19,7 @@ import aiohttp
 
 from routing.errors import error_body
 
-log = logging.getLogger("routing.sse")
+log = logging.getLogger("routing.upstream.sse")
 DONE = b"[DONE]"
 EVENT_END = b"\n\n"
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one event larger than this is a broken upstream

@@ -1,7 +1,7 @@
 """One adapter per upstream API; `BACKENDS[route.backend]` is the route's adapter."""
 
-from routing.backends import azure_ai, azure_openai
-from routing.backends.base import Backend, OperationRules
+from routing.upstream.backends import azure_ai, azure_openai
+from routing.upstream.backends.base import Backend, OperationRules
 
 BACKENDS: dict[str, Backend] = {
     azure_openai.BACKEND.name: azure_openai.BACKEND,

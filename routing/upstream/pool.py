@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from routing.settings import Route
+from routing.config.settings import Route
 
 
 class CooldownStore(Protocol):

@@ -23,9 +23,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from routing.local_settings import load_local_settings
-from routing.routes_file import ConvertedRoutes, RoutesFileError, read_routes_file
-from routing.settings import (KEY_VAULT_REFERENCE, ROUTE_PREFIX, RouteTable, SettingsError, load_route_table,
+from routing.config.local_settings import load_local_settings
+from routing.manage.routes_file import ConvertedRoutes, RoutesFileError, read_routes_file
+from routing.config.settings import (KEY_VAULT_REFERENCE, ROUTE_PREFIX, RouteTable, SettingsError, load_route_table,
                               redacted_headers)
 
 FORMATS = ("local-settings", "appsettings-json", "env")

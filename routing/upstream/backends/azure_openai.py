@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from routing.backends.base import Backend, OperationRules
+from routing.upstream.backends.base import Backend, OperationRules
 
 # o-series / gpt-5 reject these sampling parameters outright (reference §3.8).
 REASONING_REJECTED = frozenset({

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.backends.base import OperationRules
-from routing.settings import ParamsPolicy
+from routing.upstream.backends.base import OperationRules
+from routing.config.settings import ParamsPolicy
 
 
 def normalize(body: dict[str, Any], rules: OperationRules, policy: ParamsPolicy,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from routing.settings import ROUTE_FIELDS, ROUTE_PREFIX
+from routing.config.settings import ROUTE_FIELDS, ROUTE_PREFIX
 
 ENV_REFERENCE = "os.environ/"
 

@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from routing.errors import GatewayError
-from routing.settings import Route
+from routing.config.settings import Route
 
-log = logging.getLogger("routing.credentials")
+log = logging.getLogger("routing.upstream.credentials")
 REFRESH_MARGIN_SECONDS = 300
 
 

@@ -1,0 +1,2 @@
+"""Configuration: app settings (routes, gateway-wide settings) → validated tables, and
+`local.settings.json` for local runs."""

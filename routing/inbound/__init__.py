@@ -1,0 +1,1 @@
+"""Who is calling and what they sent: inbound keys, body reading and validation."""

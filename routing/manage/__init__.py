@@ -1,0 +1,1 @@
+"""Operating the gateway: the routes file and `routes` command, and the demo."""

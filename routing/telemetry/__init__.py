@@ -1,0 +1,1 @@
+"""What leaves the gateway besides answers: logs (with every configured secret redacted)."""
