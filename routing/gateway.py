@@ -20,6 +20,7 @@ from routing.errors import GatewayError
 from routing.inbound.auth import InboundAuth
 from routing.upstream.pool import Selector
 from routing.config.settings import Route, RouteTable, SettingsError, load_route_table
+from routing.telemetry.redaction import SECRETS, install_log_redaction
 
 log = logging.getLogger("routing")
 
@@ -85,16 +86,45 @@ _errors: list[str] = []
 def configure(environ: Mapping[str, str] | None = None) -> Gateway:
     """Build the gateway from settings (once per process). Raises SettingsError."""
     global _gateway, _errors
+    environ = os.environ if environ is None else environ
+    install_log_redaction()
+    quiet_azure_sdk_logging()
+    # Register what is known before validating: an error line must not echo a secret either.
+    SECRETS.add_all("environment", (environ.get(name) for name in SECRET_ENVIRONMENT))
     try:
-        table = load_route_table(os.environ if environ is None else environ)
+        table = load_route_table(environ)
     except SettingsError as exc:
         _gateway, _errors = None, exc.errors
         raise
     if table.gateway.auth == "none":
         log.warning("GATEWAY_AUTH=none: the gateway accepts requests without a key; run it only "
                     "behind another authenticating layer")
+    register_secrets(table)
     _gateway, _errors = Gateway(table), []
     return _gateway
+
+
+# Environment variables holding secrets the gateway never configures itself (the App Service
+# managed-identity protocol's header, older MSI names).
+SECRET_ENVIRONMENT = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET")
+
+
+def register_secrets(table: RouteTable) -> None:
+    """Every key of the table joins the redaction registry (tokens join as they are fetched)."""
+    SECRETS.add_all("route-keys", (r.api_key.get_secret_value() for r in table.routes if r.api_key))
+    SECRETS.add_all("inbound-keys", (k.get_secret_value() for k in table.gateway.api_keys))
+
+
+# azure-core logs every identity request and response at INFO (~15 lines per token fetch).
+QUIET_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def quiet_azure_sdk_logging() -> None:
+    """Azure SDK chatter at WARNING and above, unless the operator set a level for it."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def configure_logged() -> None:

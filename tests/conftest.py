@@ -43,7 +43,7 @@ def gateway_settings(emulators) -> dict[str, str]:
     keys = {name: values[0] for name, values in emulators.keys.items()}
     aoai, serverless, foundry = urls["azure_openai"], urls["azure_ai_serverless"], urls["azure_ai_foundry"]
     return {
-        "GATEWAY_API_KEYS": f"other-key,{GATEWAY_KEY}",
+        "GATEWAY_API_KEYS": f"other-key-0123456789,{GATEWAY_KEY}",
         "IDENTITY_ENDPOINT": urls["identity"],
         "IDENTITY_HEADER": emulators.identity_header,
         **route("GPT", model="gpt-4o", backend="azure-openai", endpoint=aoai, auth="managed-identity",

@@ -131,7 +131,7 @@ def test_invalid_settings_answer_503_and_log(monkeypatch, caplog):
     for name in list(os.environ):
         if name not in clean_environ():
             monkeypatch.delenv(name)
-    monkeypatch.setenv("GATEWAY_API_KEYS", "k")
+    monkeypatch.setenv("GATEWAY_API_KEYS", "k-0123456789abcdef")
     monkeypatch.setenv("ROUTE__X__MODEL", "m")
     monkeypatch.setenv("ROUTE__X__BACKEND", "azure-ai")
     monkeypatch.setenv("ROUTE__X__ENDPIONT", "https://x.models.ai.azure.com")

@@ -105,7 +105,7 @@ def appsettings(result: subprocess.CompletedProcess) -> dict[str, str]:
 
 
 def route_table(settings: dict[str, str]) -> dict[str, dict]:
-    table = load_route_table({**settings, "GATEWAY_API_KEYS": "k"})
+    table = load_route_table({**settings, "GATEWAY_API_KEYS": "k-0123456789abcdef"})
     return {r.id: {**r.model_dump(mode="json"), "api_key": r.api_key.get_secret_value() if r.api_key else None}
             for r in table.routes}
 
@@ -141,11 +141,11 @@ def test_round_trip_our_format_yaml_json_and_env(tmp_path):
 
 def test_local_settings_merge_keeps_other_values_and_removes_stale_routes(tmp_path):
     (tmp_path / "routes.yaml").write_text(OUR_ROUTES_YAML)
-    others = {"FUNCTIONS_WORKER_RUNTIME": "python", "GATEWAY_API_KEYS": "local-key", "GATEWAY_CREDENTIAL": "default"}
+    others = {"FUNCTIONS_WORKER_RUNTIME": "python", "GATEWAY_API_KEYS": "local-key-0123456789", "GATEWAY_CREDENTIAL": "default"}
     write_local_settings(tmp_path / "local.settings.json", {
         "FUNCTIONS_WORKER_RUNTIME": "python", "ROUTE__STALE__MODEL": "old", "ROUTE__STALE__BACKEND": "azure-ai",
         "ROUTE__STALE__ENDPOINT": "https://s.models.ai.azure.com", "ROUTE__STALE__API_KEY": "stale-key",
-        "GATEWAY_API_KEYS": "local-key", "ROUTE__LLAMA__MODEL": "previous-name", "GATEWAY_CREDENTIAL": "default",
+        "GATEWAY_API_KEYS": "local-key-0123456789", "ROUTE__LLAMA__MODEL": "previous-name", "GATEWAY_CREDENTIAL": "default",
     }, Host={"CORS": "*"})
 
     result = routes("convert", "routes.yaml", "--format", "local-settings", cwd=tmp_path)
@@ -235,7 +235,7 @@ def test_diff_orders_the_commands_so_the_app_stays_valid(tmp_path):
     """Key → managed identity: setting AUTH first would leave AUTH=managed-identity next to the old
     API_KEY (invalid), so the delete goes first."""
     (tmp_path / "current.json").write_text(deployed({
-        "GATEWAY_API_KEYS": "k", "ROUTE__A__MODEL": "gpt-4o", "ROUTE__A__BACKEND": "azure-openai",
+        "GATEWAY_API_KEYS": "k-0123456789abcdef", "ROUTE__A__MODEL": "gpt-4o", "ROUTE__A__BACKEND": "azure-openai",
         "ROUTE__A__ENDPOINT": "https://res.openai.azure.com", "ROUTE__A__API_KEY": "a-secret"}))
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump({"routes": [
         {"id": "A", "model": "gpt-4o", "backend": "azure-openai", "endpoint": "https://res.openai.azure.com",
@@ -252,7 +252,7 @@ def test_diff_orders_the_commands_so_the_app_stays_valid(tmp_path):
 
 def test_list_shows_the_current_routes_without_keys(tmp_path):
     write_local_settings(tmp_path / "local.settings.json", {
-        "GATEWAY_API_KEYS": "k", "ROUTE__LLAMA__MODEL": "llama3", "ROUTE__LLAMA__BACKEND": "azure-ai",
+        "GATEWAY_API_KEYS": "k-0123456789abcdef", "ROUTE__LLAMA__MODEL": "llama3", "ROUTE__LLAMA__BACKEND": "azure-ai",
         "ROUTE__LLAMA__ENDPOINT": "https://l.models.ai.azure.com", "ROUTE__LLAMA__API_KEY": "list-secret",
         "ROUTE__GPT__MODEL": "gpt-4o", "ROUTE__GPT__BACKEND": "azure-openai",
         "ROUTE__GPT__ENDPOINT": "https://res.openai.azure.com", "ROUTE__GPT__DEPLOYMENT": "gpt-4o-2024",
@@ -298,7 +298,7 @@ VALID = {"id": "BAD", "model": "llama3", "backend": "azure-ai", "endpoint": "htt
 def test_an_invalid_file_fails_naming_the_setting_and_writes_nothing(tmp_path, change, expected):
     route = {k: v for k, v in {**VALID, **change}.items() if v is not None}
     (tmp_path / "routes.json").write_text(json.dumps({"routes": [route]}))
-    write_local_settings(tmp_path / "local.settings.json", {"GATEWAY_API_KEYS": "k"})
+    write_local_settings(tmp_path / "local.settings.json", {"GATEWAY_API_KEYS": "k-0123456789abcdef"})
     before = (tmp_path / "local.settings.json").read_text()
     for output in ("local-settings", "appsettings-json", "env"):
         result = routes("convert", "routes.json", "--format", output, cwd=tmp_path)

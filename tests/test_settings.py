@@ -12,7 +12,7 @@ import pytest
 from routing.config.settings import SettingsError, load_route_table
 from tests.helpers import REPO, clean_environ
 
-BASE = {"GATEWAY_API_KEYS": "k", "ROUTE__A__MODEL": "llama3", "ROUTE__A__BACKEND": "azure-ai",
+BASE = {"GATEWAY_API_KEYS": "k-0123456789abcdef", "ROUTE__A__MODEL": "llama3", "ROUTE__A__BACKEND": "azure-ai",
         "ROUTE__A__ENDPOINT": "https://Meta-Llama-3-70B-Instruct-abc.eastus2.models.ai.azure.com",
         "ROUTE__A__API_KEY": "secret-value-123"}
 
@@ -118,7 +118,7 @@ def test_check_reads_local_settings_json_and_environment_wins(tmp_path):
 def test_serve_refuses_invalid_or_empty_table(tmp_path):
     result = run_cli("serve", "--port", "1", env={**BASE, "ROUTE__A__BACKEND": "bedrock"}, cwd=tmp_path)
     assert result.returncode == 1 and "ROUTE__A__BACKEND: 'bedrock' is not a backend" in result.stderr
-    result = run_cli("serve", "--port", "1", env={"GATEWAY_API_KEYS": "k"}, cwd=tmp_path)
+    result = run_cli("serve", "--port", "1", env={"GATEWAY_API_KEYS": "k-0123456789abcdef"}, cwd=tmp_path)
     assert result.returncode == 1 and "no routes configured" in result.stderr
 
 

@@ -22,6 +22,11 @@ BACKENDS = ("azure-openai", "azure-ai")
 DEFAULT_API_VERSION = {"azure-openai": "2024-10-21", "azure-ai": "2024-05-01-preview"}
 DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Request bodies being uploaded, summed over every request of the instance (DESIGN §8).
+DEFAULT_MAX_INFLIGHT_BODY_BYTES = 128 * 1024 * 1024
+# Inbound keys shorter than this are guessable: a settings error (DESIGN §8).
+MIN_INBOUND_KEY_LENGTH = 16
 # Reasoning-model rules apply by default to these deployment/model name prefixes (DESIGN §3).
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # Hosts whose key goes in `api-key`; every other host (serverless Llama) takes `Authorization: Bearer`.
@@ -156,6 +161,15 @@ class GatewayConfig(BaseModel):
     stream_idle_timeout: float = Field(default=60.0, gt=0, le=230)
     # The whole request, failover and stream included; under the 230 s HTTP limit of Functions.
     total_timeout: float = Field(default=225.0, gt=0, le=230)
+    # A non-streamed upstream answer larger than this is a 502, holding no more than it.
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
+    # Seconds a client may take to upload its request body.
+    body_timeout: float = Field(default=30.0, gt=0, le=230)
+    # Bytes of request bodies being read at once across the instance; beyond it, 503.
+    max_inflight_body_bytes: int = Field(default=DEFAULT_MAX_INFLIGHT_BODY_BYTES, gt=0)
+    # Consecutive timed-out requests that rest a deployment (a circuit breaker): one slow request
+    # fails over without cooling the deployment down for everyone.
+    breaker_timeouts: int = Field(default=3, ge=1, le=1000)
 
 
 class RouteTable:
@@ -183,6 +197,10 @@ class RouteTable:
                 "GATEWAY_CREDENTIAL": self.gateway.credential,
                 "GATEWAY_STREAM_IDLE_TIMEOUT": self.gateway.stream_idle_timeout,
                 "GATEWAY_TOTAL_TIMEOUT": self.gateway.total_timeout,
+                "GATEWAY_MAX_RESPONSE_BYTES": self.gateway.max_response_bytes,
+                "GATEWAY_BODY_TIMEOUT": self.gateway.body_timeout,
+                "GATEWAY_MAX_INFLIGHT_BODY_BYTES": self.gateway.max_inflight_body_bytes,
+                "GATEWAY_BREAKER_TIMEOUTS": self.gateway.breaker_timeouts,
             },
             "models": {model: [r.id for r in pool] for model, pool in self.pools.items()},
             "routes": [route.redacted() for route in self.routes],
@@ -297,7 +315,11 @@ def _build_gateway(environ: Mapping[str, str]):
     for name, attr in (("GATEWAY_AUTH", "auth"), ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
                        ("GATEWAY_COOLDOWN", "cooldown"), ("GATEWAY_CREDENTIAL", "credential"),
                        ("GATEWAY_STREAM_IDLE_TIMEOUT", "stream_idle_timeout"),
-                       ("GATEWAY_TOTAL_TIMEOUT", "total_timeout")):
+                       ("GATEWAY_TOTAL_TIMEOUT", "total_timeout"),
+                       ("GATEWAY_MAX_RESPONSE_BYTES", "max_response_bytes"),
+                       ("GATEWAY_BODY_TIMEOUT", "body_timeout"),
+                       ("GATEWAY_MAX_INFLIGHT_BODY_BYTES", "max_inflight_body_bytes"),
+                       ("GATEWAY_BREAKER_TIMEOUTS", "breaker_timeouts")):
         if environ.get(name, "").strip():
             values[attr] = environ[name].strip().lower()
     try:
@@ -310,13 +332,25 @@ def _build_gateway(environ: Mapping[str, str]):
     if any(k.lower().startswith(KEY_VAULT_REFERENCE) for k in keys):
         errors.append("GATEWAY_API_KEYS: a Key Vault reference was not resolved by the platform; "
                       "grant the app's identity 'Key Vault Secrets User' on the vault")
+    elif any(len(k) < MIN_INBOUND_KEY_LENGTH for k in keys):
+        short = sum(len(k) < MIN_INBOUND_KEY_LENGTH for k in keys)
+        errors.append(f"GATEWAY_API_KEYS: {short} key(s) shorter than {MIN_INBOUND_KEY_LENGTH} "
+                      "characters; use long random keys, e.g. `python -c \"import secrets; "
+                      "print(secrets.token_urlsafe(32))\"`")
+    if gateway.max_inflight_body_bytes < gateway.max_body_bytes:
+        errors.append(f"GATEWAY_MAX_INFLIGHT_BODY_BYTES: {gateway.max_inflight_body_bytes} is below "
+                      f"GATEWAY_MAX_BODY_BYTES ({gateway.max_body_bytes}); one request of the "
+                      "largest allowed size must fit")
     return gateway, errors
 
 
 _ATTR_TO_FIELD = {attr: field for field, attr in ROUTE_FIELDS.items()}
 _GATEWAY_FIELDS = {"api_keys": "API_KEYS", "auth": "AUTH", "max_body_bytes": "MAX_BODY_BYTES",
                    "cooldown": "COOLDOWN", "credential": "CREDENTIAL",
-                   "stream_idle_timeout": "STREAM_IDLE_TIMEOUT", "total_timeout": "TOTAL_TIMEOUT"}
+                   "stream_idle_timeout": "STREAM_IDLE_TIMEOUT", "total_timeout": "TOTAL_TIMEOUT",
+                   "max_response_bytes": "MAX_RESPONSE_BYTES", "body_timeout": "BODY_TIMEOUT",
+                   "max_inflight_body_bytes": "MAX_INFLIGHT_BODY_BYTES",
+                   "breaker_timeouts": "BREAKER_TIMEOUTS"}
 
 
 def _error_field_message(error: dict, fields: dict[str, str]) -> tuple[str, str]:

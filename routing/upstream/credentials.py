@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from routing.errors import GatewayError
+from routing.telemetry.redaction import SECRETS, TOKENS_KEPT_PER_SLOT
 from routing.config.settings import Route
 
 log = logging.getLogger("routing.upstream.credentials")
@@ -42,6 +43,7 @@ class CachedToken:
 
     async def _fetch(self) -> str:
         access = await self._credential.get_token(self._scope)
+        SECRETS.add(("token", id(self), self._scope), access.token, keep=TOKENS_KEPT_PER_SLOT)
         self._token, self._expires_on = access.token, float(access.expires_on)
         return access.token
 

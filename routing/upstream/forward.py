@@ -16,13 +16,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from routing.errors import GatewayError, map_upstream_error
-from routing.upstream.normalize import normalize
+from routing.upstream.normalize import dropped_header, normalize
 from routing.upstream.retry_hints import retry_delay
 from routing.config.settings import Route
 from routing.upstream.sse import UsageChunk, next_chunk, relay
@@ -99,8 +98,8 @@ async def forward(gateway, call: Call) -> Response:
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
                               route.deployment)
-    if dropped:  # client-chosen names: percent-encoded so any key makes a valid header
-        call.headers["x-gateway-dropped-params"] = ",".join(quote(k, safe="") for k in dropped)
+    if dropped:
+        call.headers["x-gateway-dropped-params"] = dropped_header(dropped)
     else:
         call.headers.pop("x-gateway-dropped-params", None)
     loop = asyncio.get_running_loop()

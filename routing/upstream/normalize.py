@@ -8,9 +8,14 @@ Returns the names of every top-level key removed, for `x-gateway-dropped-params`
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from routing.upstream.backends.base import OperationRules
 from routing.config.settings import ParamsPolicy
+from routing.upstream.backends.base import OperationRules
+
+# `x-gateway-dropped-params` stays a small header whatever the client sent (DESIGN §8): names
+# past this many characters are cut and counted (`...,+N more`).
+MAX_DROPPED_HEADER_CHARS = 1024
 
 
 def normalize(body: dict[str, Any], rules: OperationRules, policy: ParamsPolicy,
@@ -30,9 +35,11 @@ def normalize(body: dict[str, Any], rules: OperationRules, policy: ParamsPolicy,
     if rules.roles and isinstance(body.get("messages"), list):
         body["messages"] = [_map_role(m, rules.roles) for m in body["messages"]]
     if rules.accepted is not None:
-        for key in [k for k in body if k not in rules.accepted]:
-            del body[key]
-            dropped.append(key)
+        accepted = rules.accepted
+        kept = {k: v for k, v in body.items() if k in accepted}
+        if len(kept) < len(body):
+            dropped.extend(k for k in body if k not in accepted)
+            body = kept
     body["model"] = deployment
 
     for key in policy.drop:
@@ -43,7 +50,22 @@ def normalize(body: dict[str, Any], rules: OperationRules, policy: ParamsPolicy,
     for key, value in policy.defaults.items():
         body.setdefault(key, value)
     body.update(policy.set)
-    return body, sorted(set(dropped), key=dropped.index)
+    return body, list(dict.fromkeys(dropped))  # unique, in order, in linear time
+
+
+def dropped_header(dropped: list[str]) -> str:
+    """`x-gateway-dropped-params`: client-chosen names percent-encoded (any key makes a valid
+    header), capped at MAX_DROPPED_HEADER_CHARS with a count of the names left out."""
+    parts: list[str] = []
+    size = 0
+    for index, key in enumerate(dropped):
+        encoded = quote(key, safe="")
+        if size + len(encoded) + 1 > MAX_DROPPED_HEADER_CHARS:
+            parts.append(f"+{len(dropped) - index} more")
+            break
+        parts.append(encoded)
+        size += len(encoded) + 1
+    return ",".join(parts)
 
 
 def _rename(body: dict[str, Any], renames, dropped: list[str]) -> None:

@@ -111,11 +111,11 @@ def test_example_parameters_give_a_valid_route_table():
     assert env["ROUTE__LLAMA__HEADERS"] == '{"extra-parameters":"pass-through"}'
     assert "ROUTE__GPT4O__API_KEY" not in env
     resolved = {name: ("llama-key" if value.startswith("@Microsoft.KeyVault(") else value) for name, value in env.items()}
-    table = settings_module.load_route_table({**resolved, "GATEWAY_API_KEYS": "gw-key"})
+    table = settings_module.load_route_table({**resolved, "GATEWAY_API_KEYS": "gw-key-0123456789abcdef"})
     assert sorted(route.id for route in table.routes) == ["GPT4O", "LLAMA"]
     unset = route_settings(parameters({})["routes"], [])
     with pytest.raises(settings_module.SettingsError) as raised:
-        settings_module.load_route_table({**unset, "GATEWAY_API_KEYS": "gw-key"})
+        settings_module.load_route_table({**unset, "GATEWAY_API_KEYS": "gw-key-0123456789abcdef"})
     assert raised.value.errors[0].startswith("ROUTE__LLAMA__API_KEY: required")
 
 
