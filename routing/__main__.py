@@ -45,14 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
-    import uvicorn
-
-    from routing.server import create_app
+    from routing.server import run
     try:
-        # No access log and no proxy-header rewriting: the gateway logs what matters itself and
-        # never uses the client address; both cost time on every request.
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning",
-                    access_log=False, proxy_headers=False, timeout_graceful_shutdown=5)
+        run(args.host, args.port)
     finally:
         if args.demo:
             emulators.stop()

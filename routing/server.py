@@ -36,3 +36,13 @@ def create_app() -> Starlette:
               for path, methods, handler in api.ENDPOINTS]
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found},
                      lifespan=_lifespan)
+
+
+def run(host: str, port: int) -> None:
+    """Serve the gateway on uvicorn until interrupted (`python -m routing serve`)."""
+    import uvicorn
+
+    # No access log and no proxy-header rewriting: the gateway logs what matters itself and
+    # never uses the client address; both cost time on every request.
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False,
+                proxy_headers=False, timeout_graceful_shutdown=5)

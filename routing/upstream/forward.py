@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from routing.errors import GatewayError, map_upstream_error
 from routing.upstream.normalize import dropped_header, normalize
 from routing.upstream.retry_hints import retry_delay
 from routing.config.settings import Route
 from routing.upstream.sse import UsageChunk, next_chunk, relay
+from routing.upstream.stream_response import EventStreamResponse
 
 log = logging.getLogger("routing.upstream.forward")
 # Upstream response headers worth handing to the client (rate-limit state, for client backoff).
@@ -183,8 +184,7 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
     events = relay(response, chunks, first, route.id, usage,
                    idle=gateway.table.gateway.stream_idle_timeout, deadline=call.deadline)
-    return StreamingResponse(events, status_code=status, media_type="text/event-stream",
-                             headers={**headers, "cache-control": "no-cache"})
+    return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"})
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
