@@ -72,11 +72,24 @@ def test_pools_and_draining_weight():
     ({"GATEWAY_MAX_BODY_BYTES": "0"}, "GATEWAY_MAX_BODY_BYTES:"),
     ({"GATEWAY_COOLDOWN": "-1"}, "GATEWAY_COOLDOWN:"),
     ({"GATEWAY_CREDENTIAL": "cli"}, "GATEWAY_CREDENTIAL:"),
+    ({"GATEWAY_API_KEYS": "a"}, "GATEWAY_API_KEYS: 1 key(s) shorter than 16 characters"),
+    ({"GATEWAY_API_KEYS": "long-enough-key-0001,short"}, "GATEWAY_API_KEYS: 1 key(s) shorter"),
+    ({"GATEWAY_MAX_RESPONSE_BYTES": "0"}, "GATEWAY_MAX_RESPONSE_BYTES:"),
+    ({"GATEWAY_BODY_TIMEOUT": "0"}, "GATEWAY_BODY_TIMEOUT:"),
+    ({"GATEWAY_BODY_TIMEOUT": "500"}, "GATEWAY_BODY_TIMEOUT:"),
+    ({"GATEWAY_MAX_INFLIGHT_BODY_BYTES": "1000"},
+     "GATEWAY_MAX_INFLIGHT_BODY_BYTES: 1000 is below GATEWAY_MAX_BODY_BYTES"),
+    ({"GATEWAY_BREAKER_TIMEOUTS": "0"}, "GATEWAY_BREAKER_TIMEOUTS:"),
 ])
 def test_each_bad_setting_is_named(changes, expected):
     errors = errors_for(**changes)
     assert any(e.startswith(expected) for e in errors), errors
     assert not any("secret-value-123" in e for e in errors)
+
+
+def test_short_inbound_key_is_not_echoed():
+    errors = errors_for(GATEWAY_API_KEYS="tiny-key-zz")
+    assert errors and not any("tiny-key-zz" in e for e in errors), errors
 
 
 def test_every_error_is_reported_at_once():
