@@ -2,7 +2,9 @@
 import of the packages it needs, each in a fresh interpreter, interleaved, medians.
 
 Also: whether `import function_app` pulls in `azure.identity` (it must not: only
-managed-identity routes need it, on first use), and which packages it adds to the bare set.
+managed-identity routes need it, on first use) or `httptools` (only uvicorn's server needs it, when
+it starts), and which packages it adds to the bare set. Run with the gateway's interpreter (the
+runtime venv: requirements.txt only), since what is installed changes what the imports pull in.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ for name in added:
     tops[name.split('.')[0]] = tops.get(name.split('.')[0], 0) + 1
 ok = bool(function_app.app.get_functions())
 print(json.dumps({{"azure_identity_imported": "azure.identity" in sys.modules,
+                  "httptools_imported": "httptools" in sys.modules,
                   "modules_added": len(added), "packages_added": tops, "functions_registered": ok}}))
 """
 
@@ -61,32 +64,36 @@ def environ(gateway_src=None) -> dict[str, str]:
     return env
 
 
-def _time(code: str, env: dict[str, str]) -> float:
+def _time(code: str, env: dict[str, str], python: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True,
+    subprocess.run([python, "-c", code], env=env, cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
     return time.perf_counter() - start
 
 
-def measure(repeats: int = 7, gateway_src=None) -> dict:
+def measure(repeats: int = 7, gateway_src=None, python: str | None = None) -> dict:
+    """`python`: the interpreter to import with (the gateway's venv: what is installed there,
+    e.g. orjson, changes what the imports pull in)."""
+    python = python or sys.executable
     env = environ(gateway_src)
     busy0, children0 = machine_busy_seconds(), _children_cpu()
     started = time.perf_counter()
     for code in (EMPTY_CODE, BARE_CODE, APP_CODE):  # compile .pyc files, warm the page cache
-        _time(code, env)
+        _time(code, env, python)
     samples: dict[str, list[float]] = {"empty": [], "bare": [], "function_app": []}
     for i in range(repeats):
         order = [("empty", EMPTY_CODE), ("bare", BARE_CODE), ("function_app", APP_CODE)]
         for name, code in order[i % 3:] + order[:i % 3]:
-            samples[name].append(_time(code, env))
+            samples[name].append(_time(code, env, python))
     medians = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
     wall = time.perf_counter() - started
     foreign = max(machine_busy_seconds() - busy0 - (_children_cpu() - children0), 0.0)
-    probe = subprocess.run([sys.executable, "-c", _PROBE.format(bare=", ".join(REQUIRED))], env=env,
+    probe = subprocess.run([python, "-c", _PROBE.format(bare=", ".join(REQUIRED))], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     facts = json.loads(probe.stdout.strip().splitlines()[-1])
     return {
         "repeats": repeats,
+        "python": python,
         "bare_code": BARE_CODE,
         "interpreter_ms": medians["empty"],
         "bare_ms": medians["bare"],

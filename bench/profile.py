@@ -97,12 +97,13 @@ def _module(file: str) -> str:
 
 
 def profile(target: str, kind: str, seconds: float, out: Path, rate: int, nonblocking: bool = False,
-            gateway_src: Path | None = None) -> dict:
+            gateway_src: Path | None = None, gateway_venv: str = "runtime") -> dict:
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("py-spy is not installed: pip install py-spy")
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    upstream, targets = bench_run.start_servers(log_dir, None, 2.0, gateway_src)
+    gateway_python = bench_run.gateway_env(gateway_venv).python
+    upstream, targets = bench_run.start_servers(log_dir, None, 2.0, gateway_src, gateway_python=gateway_python)
     load = LoadProcess(log_dir)
     raw_path = out / f"profile-{target}-{kind}.txt"
     out.mkdir(parents=True, exist_ok=True)
@@ -165,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nonblocking", action="store_true",
                         help="do not pause the target while sampling (less overhead, partial stacks)")
     parser.add_argument("--gateway-src", type=Path, help="a folder holding another routing/ to profile")
+    parser.add_argument("--gateway-venv", choices=("runtime", "dev"), default="runtime",
+                        help="the gateway's venv: runtime (requirements.txt only, as deployed) or dev")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     summary = profile(args.target, args.kind, args.seconds, args.out, args.rate, args.nonblocking,
-                      args.gateway_src.resolve() if args.gateway_src else None)
+                      args.gateway_src.resolve() if args.gateway_src else None, args.gateway_venv)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

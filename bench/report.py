@@ -88,7 +88,10 @@ def _check(value: Any, limit: Any, op: str) -> bool | None:
 
 
 def build(mode_name: str, mode, machine: dict, targets: list[tuple[str, str]], rounds: list[dict],
-          rss: dict, cold: dict, stream_gap_ms: float, elapsed_s: float) -> dict:
+          rss: dict, cold: dict, stream_gap_ms: float, elapsed_s: float,
+          environments: dict | None = None) -> dict:
+    """`environments`: {"gateway": ..., "harness": ...}, each a bench.runtime_env.GatewayEnv as
+    JSON: which venv the gateway ran in (and what it holds), and the venv of everything else."""
     figures = {name: {"label": label, **_target_figures(rounds, name), "rss": rss.get(name)}
                for name, label in targets}
     gw, ref = figures["gateway"], figures[REFERENCE]
@@ -134,6 +137,7 @@ def build(mode_name: str, mode, machine: dict, targets: list[tuple[str, str]], r
                    "rss_requests": mode.rss, "warmup": mode.warmup, "import_repeats": mode.import_repeats,
                    "phase_time_limit_s": mode.phase_time_limit, "upstream_stream_gap_ms": stream_gap_ms},
         "machine": machine,
+        "environments": environments or {},
         "elapsed_s": round(elapsed_s, 1),
         "valid": not problems,
         "problems": problems,
@@ -150,6 +154,20 @@ def build(mode_name: str, mode, machine: dict, targets: list[tuple[str, str]], r
         "ratios_vs_bare_aiohttp": variants,
         "rounds": rounds,
     }
+
+
+# Packages worth naming in the report: what changes how fast the gateway's process runs.
+NOTABLE_PACKAGES = ("uvicorn", "httptools", "uvloop", "aiohttp", "starlette", "pydantic", "orjson", "aiodns")
+
+
+def environment_line(title: str, env: dict) -> str:
+    """Which venv, what uvicorn picks there, and the packages that matter (present and absent)."""
+    packages = env.get("packages", {})
+    present = ", ".join(f"{n} {packages[n]}" for n in NOTABLE_PACKAGES if n in packages)
+    absent = ", ".join(n for n in NOTABLE_PACKAGES if n not in packages)
+    return (f"{title}: {env.get('description', '?')} ({len(packages)} packages: {present}"
+            + (f"; no {absent}" if absent else "") + f"); uvicorn's HTTP parser there: "
+            f"{env.get('uvicorn_http') or '—'}, event loop of `uvicorn.run`: {env.get('uvicorn_loop_auto') or '—'}.")
 
 
 def _f(value: float | None, digits: int = 2, unit: str = "") -> str:
@@ -170,6 +188,16 @@ def markdown(data: dict) -> str:
         f"concurrency {cfg['concurrency']}; medians across rounds. Added = target − direct, same round. "
         f"CPU = the server process's CPU time / requests.",
         "",
+    ]
+    envs = data.get("environments") or {}
+    if envs.get("gateway"):
+        lines += [environment_line("Gateway (and its cold import)", envs["gateway"]), ""]
+    for name, env in envs.items():
+        if name.startswith("gateway_venv_") and name in t:
+            lines += [environment_line(f"{t[name]['label']} (same gateway)", env), ""]
+    if envs.get("harness"):
+        lines += [environment_line("Bare forwarders, upstream, load generator", envs["harness"]), ""]
+    lines += [
         "| figure | " + " | ".join(t[n]["label"] for n in names) + " |",
         "|---|" + "---|" * len(names),
     ]
@@ -214,7 +242,8 @@ def markdown(data: dict) -> str:
         f"Cold import (fresh interpreter, median of {c['repeats']}): `import function_app` "
         f"{_f(c['function_app_ms'], 0)} ms; `{c['bare_code']}` {_f(c['bare_ms'], 0)} ms; "
         f"empty interpreter {_f(c['interpreter_ms'], 0)} ms. azure.identity imported: "
-        f"{str(c['azure_identity_imported']).lower()}. Other processes used "
+        f"{str(c['azure_identity_imported']).lower()}; httptools imported: "
+        f"{str(c.get('httptools_imported')).lower()}. Other processes used "
         f"{c.get('background_cpu_share', 0) * 100:.0f} % of the machine meanwhile.",
         "",
         f"Fast upstream (`bench/fast_upstream.py`): {_f(up['cpu_us_per_request'], 0)} µs CPU per request, "

@@ -6,7 +6,9 @@ against one fast local upstream, in interleaved rounds; then cold import and RSS
     python -m bench --out DIR    # where latest.json / latest.md go (default bench/results)
 
 Every process is separate (upstream, each forwarder, the gateway, the load generator), so the
-CPU time of each server is read from /proc around the measured part of each phase.
+CPU time of each server is read from /proc around the measured part of each phase. The gateway
+(and its cold import) runs in the runtime venv: requirements.txt only, what Azure deploys
+(bench/runtime_env.py); everything else runs in the harness's venv.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import imports, litellm_proxy, report
+from bench import imports, litellm_proxy, report, runtime_env
 from bench.procs import (REPO, LoadProcess, Server, cpu_seconds, free_port, machine, machine_busy_seconds,
                          post, rss_mib)
 
@@ -75,16 +77,19 @@ class Target:
     scale: float = 1.0  # share of the mode's request counts (slow targets get fewer)
 
 
-def _python(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
+def _python(module: str, *args: str, python: str | None = None) -> list[str]:
+    return [python or sys.executable, "-m", module, *args]
 
 
 def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: float,
                   gateway_src: Path | None = None, compare_srcs: tuple[Path, ...] = (),
-                  slow_scale: float = 0.1) -> tuple[Server, list[Target]]:
+                  slow_scale: float = 0.1, gateway_python: str | None = None,
+                  compare_envs: tuple[runtime_env.GatewayEnv, ...] = ()) -> tuple[Server, list[Target]]:
     """The upstream and every target, each its own process, answering. `gateway_src`: a folder
     holding another `routing/` to run (the gateway and bare_httpx), e.g. a patched copy;
-    `compare_srcs`: more such folders, each served as one more gateway target (before/after)."""
+    `compare_srcs`: more such folders, each served as one more gateway target (before/after);
+    `gateway_python`: the interpreter of the gateway targets (default: the harness's own);
+    `compare_envs`: more venvs, each serving the same gateway as one more target."""
     routing_path = f"{gateway_src}:{REPO}" if gateway_src else str(REPO)
     up_port = free_port()
     upstream = Server("upstream", _python("bench.fast_upstream", "--port", str(up_port),
@@ -102,10 +107,11 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
         uva = forwarder("bare_uvicorn_aiohttp", "bench.bare_uvicorn_aiohttp")
         hx = forwarder("bare_httpx", "bench.bare_httpx", routing_path)
 
-        def gateway_process(name: str, pythonpath: str) -> Server:
+        def gateway_process(name: str, pythonpath: str, python: str | None = gateway_python) -> Server:
             port = free_port()
             cwd = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))  # no local.settings.json
-            server = Server(name, _python("routing", "serve", "--port", str(port)), port, log_dir,
+            server = Server(name, _python("routing", "serve", "--port", str(port), python=python),
+                            port, log_dir,
                             env=gateway_environ(upstream.url), cwd=cwd, pythonpath=pythonpath)
             servers.append(server)
             return server
@@ -126,6 +132,10 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
         for i, src in enumerate(compare_srcs, start=2):
             other = gateway_process(f"gateway_{i}", f"{src}:{REPO}")
             targets.append(Target(f"gateway_{i}", f"gateway ({src.name})", other.url + GATEWAY_PATH,
+                                  gateway_headers, other))
+        for i, env in enumerate(compare_envs, start=2):
+            other = gateway_process(f"gateway_venv_{i}", routing_path, env.python)
+            targets.append(Target(f"gateway_venv_{i}", f"gateway in {env.kind} venv", other.url + GATEWAY_PATH,
                                   gateway_headers, other))
         if litellm_python:
             lite = litellm_proxy.start(litellm_python, log_dir, upstream.url, UPSTREAM_KEY)
@@ -202,16 +212,31 @@ class Runner:
         return result
 
 
+def gateway_env(kind: str, log=print) -> runtime_env.GatewayEnv:
+    """`runtime`: the cached requirements.txt-only venv (built when missing or stale);
+    `dev`: the harness's own venv (the dev venv); anything else: the path of a Python."""
+    if kind == "runtime":
+        return runtime_env.ensure(log)
+    if kind == "dev":
+        return runtime_env.current("dev")
+    return runtime_env.other(kind)
+
+
 def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap_ms: float = 2.0,
-        gateway_src: Path | None = None, compare_srcs: tuple[Path, ...] = (), log=print) -> dict:
+        gateway_src: Path | None = None, compare_srcs: tuple[Path, ...] = (), log=print,
+        gateway_venv: str = "runtime", compare_venvs: tuple[str, ...] = ()) -> dict:
     mode = MODES[mode_name]
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    gw_env = gateway_env(gateway_venv, log)
+    harness_env = runtime_env.current("harness")
+    compare_envs = tuple(gateway_env(kind, log) for kind in compare_venvs)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     log(f"bench: mode {mode_name}, logs in {log_dir}"
         + (f", with LiteLLM ({litellm_python})" if litellm_python else ", without LiteLLM"))
+    log(f"bench: gateway in {gw_env.description} ({gw_env.python})")
     upstream, targets = start_servers(log_dir, litellm_python, stream_gap_ms, gateway_src, compare_srcs,
-                                      mode.slow_scale)
+                                      mode.slow_scale, gateway_python=gw_env.python, compare_envs=compare_envs)
     load = LoadProcess(log_dir)
     try:
         _, json_answer = post(upstream.url + UPSTREAM_PATH, BODY.encode(), targets[0].headers)
@@ -245,7 +270,7 @@ def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap
             rounds.append({"order": [t.name for t in order], "results": results})
 
         log("bench: cold import of function_app")
-        cold = imports.measure(mode.import_repeats, gateway_src)
+        cold = imports.measure(mode.import_repeats, gateway_src, python=gw_env.python)
         for target in targets:
             if target.server is not None:
                 rss.setdefault(target.name, {})["at_end_mib"] = rss_mib(target.server.pid)
@@ -257,13 +282,18 @@ def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap
         upstream.stop()
 
     data = report.build(mode_name, mode, machine(), [(t.name, t.label) for t in targets], rounds, rss, cold,
-                        stream_gap_ms, time.monotonic() - started)
+                        stream_gap_ms, time.monotonic() - started,
+                        environments={"gateway": gw_env.to_json(), "harness": harness_env.to_json(),
+                                      **{f"gateway_venv_{i}": e.to_json() for i, e in enumerate(compare_envs, start=2)}})
     data["config"]["gateway_src"] = str(gateway_src) if gateway_src else None
     data["config"]["compare_srcs"] = [str(p) for p in compare_srcs]
+    data["config"]["gateway_venv"] = gateway_venv
+    data["config"]["compare_venvs"] = list(compare_venvs)
+    data["config"]["gateway_python"] = gw_env.python
     (out / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "latest.md").write_text(report.markdown(data))
     if mode_name == "default" and data["valid"] and out.resolve() == DEFAULT_OUT and not gateway_src \
-            and not compare_srcs:
+            and not compare_srcs and gateway_venv == "runtime" and not compare_venvs:
         for readme in (REPO / "README.md", REPO / "bench" / "README.md"):
             if report.update_readme(readme, report.markdown(data)):
                 log(f"bench: updated the latest table in {readme.relative_to(REPO)}")
@@ -291,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
                              "(repeatable): before/after figures in one interleaved run")
     parser.add_argument("--stream-gap-ms", type=float, default=2.0,
                         help="upstream delay between a stream's first event and the rest")
+    parser.add_argument("--gateway-venv", choices=("runtime", "dev"), default="runtime",
+                        help="runtime (default): serve the gateway from a venv holding requirements.txt "
+                             "only, as deployed (built once, cached in bench/.venv-runtime); dev: from "
+                             "the harness's own venv, whose extra packages make it faster than Azure")
+    parser.add_argument("--compare-venv", action="append", default=[], metavar="runtime|dev|PYTHON",
+                        help="also serve the gateway from this venv (runtime, dev, or the path of a "
+                             "venv's python), as one more target of the same interleaved run (e.g. "
+                             "`--compare-venv dev`: what the dev venv's extra packages change)")
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "default"
     litellm_python = None if args.litellm == "no" else litellm_proxy.find_python(args.litellm_python)
@@ -301,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     for folder in ((gateway_src,) if gateway_src else ()) + compare:
         if not (folder / "routing").is_dir():
             parser.error(f"{folder}: no routing/ folder there")
-    data = run(mode, args.out, litellm_python, args.stream_gap_ms, gateway_src, compare)
+    for python in args.compare_venv:
+        if python not in ("runtime", "dev") and not Path(python).is_file():
+            parser.error(f"--compare-venv {python}: not runtime, dev, or the path of a Python")
+    data = run(mode, args.out, litellm_python, args.stream_gap_ms, gateway_src, compare,
+               gateway_venv=args.gateway_venv, compare_venvs=tuple(args.compare_venv))
     print(report.markdown(data))
     print(f"bench: wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
     return 0 if data["valid"] else 2

@@ -78,10 +78,16 @@ param alwaysReadyInstanceCount int = 0
 ])
 param pythonVersion string = '3.11'
 
-@description('Days a deleted Key Vault stays recoverable; with purge protection its name is held that long.')
+@description('Days a deleted Key Vault stays recoverable (7-90, fixed at creation). Its name stays taken that long after `azd down` unless purged (`azd down --purge`).')
 @minValue(7)
 @maxValue(90)
 param keyVaultSoftDeleteRetentionInDays int = 7
+
+@description('Key Vault purge protection (AZURE_KEY_VAULT_PURGE_PROTECTION). Off (dev): `azd down --purge` frees the vault name and `azd up` recreates the environment. On (production): no one can purge the vault or its secrets before the retention ends; irreversible, and the name stays taken after `azd down` (recover it with keyVaultRecover, wait, or use a new environment name).')
+param keyVaultPurgeProtection bool = false
+
+@description('Recover the soft-deleted Key Vault of this environment instead of creating it (AZURE_KEY_VAULT_RECOVER), after `azd down` of a purge-protected environment. Fails when there is no deleted vault: set it for one `azd provision`, then back to false.')
+param keyVaultRecover bool = false
 
 // Optional resource names; empty = derived from the environment name.
 param resourceGroupName string = ''
@@ -158,6 +164,8 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    purgeProtection: keyVaultPurgeProtection
+    recoverSoftDeleted: keyVaultRecover
     gatewayApiKeys: gatewayApiKeys
     routeApiKeys: routeApiKeys
     routeKeyIds: routeKeyIds

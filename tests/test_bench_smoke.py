@@ -1,5 +1,9 @@
 """Smoke test of the benchmark harness (`python -m bench`), not of performance: a tiny run must
-produce every figure for every target, with every request answered correctly and counted."""
+produce every figure for every target, with every request answered correctly and counted.
+
+The gateway runs in the runtime venv (requirements.txt only), built on first use and cached in
+bench/.venv-runtime: ~12 s on 2 cores from pip's cache (filled by installing requirements-dev.txt),
+nothing afterwards; the tiny run itself takes ~10 s."""
 
 from __future__ import annotations
 
@@ -82,6 +86,24 @@ def test_every_figure_for_every_target(tiny_run):
     for label in ("direct (floor)", "bare aiohttp", "gateway", "added latency, c=1, median",
                   "throughput, c=32", "added time to first chunk", "Machine:", "Cold import"):
         assert label in markdown
+
+
+def test_gateway_ran_as_deployed(tiny_run):
+    """The gateway (and its cold import) ran in the venv built from requirements.txt alone, not in
+    the dev venv this test runs in; the report says so."""
+    data, markdown = tiny_run
+    env = data["environments"]["gateway"]
+    assert env["kind"] == "runtime" and data["config"]["gateway_venv"] == "runtime"
+    assert env["python"] != sys.executable
+    assert data["config"]["gateway_python"] == data["cold_import"]["python"] == env["python"]
+    packages = env["packages"]
+    assert {"azure-functions", "azurefunctions-extensions-http-fastapi", "aiohttp", "uvicorn",
+            "httptools", "starlette"} <= set(packages)
+    assert not {"httpx", "pytest", "checkov", "openai"} & set(packages)  # dev-only tools
+    assert env["uvicorn_http"] == "HttpToolsProtocol" and env["uvicorn_loop_auto"] == "asyncio"
+    assert data["cold_import"]["httptools_imported"] is False
+    assert data["environments"]["harness"]["python"] == sys.executable
+    assert "requirements.txt only" in markdown and "Bare forwarders, upstream, load generator" in markdown
 
 
 def test_load_generator_counts_wrong_answers_as_errors(tmp_path):

@@ -18,10 +18,16 @@ param location string = resourceGroup().location
 @description('Tags applied to the vault.')
 param tags object = {}
 
-@description('Days a deleted vault or secret stays recoverable (7-90). Purge protection holds the vault name for this long after `azd down`.')
+@description('Days a deleted vault or secret stays recoverable (7-90; fixed when the vault is created). The vault name stays taken that long after `azd down` unless the vault is purged.')
 @minValue(7)
 @maxValue(90)
 param softDeleteRetentionInDays int = 7
+
+@description('Purge protection: nobody can purge the deleted vault or its secrets before the retention ends. Irreversible once on. Off leaves the property out (ARM rejects false).')
+param purgeProtection bool = false
+
+@description('createMode recover: bring back the soft-deleted vault of this name instead of creating one. Fails when there is none: set it for one provision only.')
+param recoverSoftDeleted bool = false
 
 @secure()
 @description('Comma-separated inbound gateway keys; empty creates no secret.')
@@ -44,15 +50,18 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   location: location
   tags: tags
   properties: {
+    createMode: recoverSoftDeleted ? 'recover' : 'default'
     tenantId: tenant().tenantId
     sku: {
       family: 'A'
       name: 'standard'
     }
     enableRbacAuthorization: true
+    // Soft delete is always on (Azure no longer lets it be turned off).
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
-    enablePurgeProtection: true
+    // true or absent: ARM rejects false, and a vault that has it keeps it.
+    enablePurgeProtection: purgeProtection ? true : null
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false

@@ -3,6 +3,7 @@ the parsed templates have the shape DESIGN §3 and the Flex Consumption facts re
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -227,10 +228,71 @@ def test_key_vault():
     vault = the_resource("app/keyvault.bicep", "Microsoft.KeyVault/vaults")["properties"]
     assert vault["enableRbacAuthorization"] is True
     assert vault["enableSoftDelete"] is True
-    assert vault["enablePurgeProtection"] is True
+    assert vault["softDeleteRetentionInDays"] == "softDeleteRetentionInDays"
     secrets = resources(template("app/keyvault.bicep"), "Microsoft.KeyVault/vaults/secrets")
     assert set(secrets) == {"gatewayApiKeysSecret", "routeApiKeySecrets"}
     assert secrets["gatewayApiKeysSecret"]["properties"]["value"] == "gatewayApiKeys"
+
+
+def conditional(node: Any) -> dict[str, Any]:
+    assert node["operator"]["type"] == "conditional", node
+    return node["operator"]["operands"]
+
+
+def test_key_vault_purge_protection_is_a_parameter():
+    """Purge protection on pins the vault name for the retention period after `azd down`, so it is
+    a parameter: off by default (dev: `azd down --purge` then `azd up` works), on for production.
+    Off means the property is left out: ARM rejects `false`, and a vault that has it keeps it."""
+    doc = template("app/keyvault.bicep")
+    params = doc["parameters"]
+    assert params["purgeProtection"]["type"] == "bool" and params["purgeProtection"]["default"] is False
+    retention = params["softDeleteRetentionInDays"]
+    assert retention["default"] == 7
+    assert (decorator(retention, "min_value"), decorator(retention, "max_value")) == (7, 90)
+    vault = the_resource("app/keyvault.bicep", "Microsoft.KeyVault/vaults")["properties"]
+    assert conditional(vault["enablePurgeProtection"]) == {
+        "condition": "purgeProtection", "true_value": True, "false_value": None}
+    assert "enablePurgeProtection: false" not in code_without_comments(APP / "keyvault.bicep")
+
+
+def test_key_vault_recover_is_an_explicit_one_shot():
+    params = template("app/keyvault.bicep")["parameters"]
+    assert params["recoverSoftDeleted"]["type"] == "bool" and params["recoverSoftDeleted"]["default"] is False
+    vault = the_resource("app/keyvault.bicep", "Microsoft.KeyVault/vaults")["properties"]
+    assert conditional(vault["createMode"]) == {
+        "condition": "recoverSoftDeleted", "true_value": "recover", "false_value": "default"}
+
+
+def test_main_wires_the_key_vault_parameters():
+    main = template("main.bicep")
+    params = main["parameters"]
+    for name in ("keyVaultPurgeProtection", "keyVaultRecover"):
+        assert params[name]["type"] == "bool" and params[name]["default"] is False, name
+    assert params["keyVaultSoftDeleteRetentionInDays"]["default"] == 7
+    given = unwrap(main["modules"]["keyVault"]["config"])["params"]
+    assert given["purgeProtection"] == "keyVaultPurgeProtection"
+    assert given["recoverSoftDeleted"] == "keyVaultRecover"
+    assert given["softDeleteRetentionInDays"] == "keyVaultSoftDeleteRetentionInDays"
+
+
+def test_key_vault_name_is_per_environment():
+    """One vault name per subscription + environment + region (what `azd down --purge` frees)."""
+    main = template("main.bicep")
+    name = unwrap(main["modules"]["keyVault"]["config"])["params"]["name"]
+    assert "${abbrs.keyVaultVaults}${resourceToken}" in str(name)
+    assert "toLower(uniqueString(subscription().id, environmentName, location))" in \
+        code_without_comments(INFRA / "main.bicep")
+    prefix = json.loads((INFRA / "abbreviations.json").read_text())["keyVaultVaults"]
+    assert 3 <= len(prefix) + 13 <= 24  # uniqueString() is 13 characters; vault names 3-24
+
+
+def test_key_vault_settings_in_the_parameter_file():
+    from bicep_model import parameters
+    defaults = parameters({})
+    assert defaults["keyVaultPurgeProtection"] == "false"  # azd hands "true"/"false" to bool parameters
+    assert defaults["keyVaultRecover"] == "false"
+    production = parameters({"AZURE_KEY_VAULT_PURGE_PROTECTION": "true", "AZURE_KEY_VAULT_RECOVER": "true"})
+    assert production["keyVaultPurgeProtection"] == "true" and production["keyVaultRecover"] == "true"
 
 
 def test_route_key_secret_names_match_the_references():

@@ -30,6 +30,15 @@ def test_every_skipped_check_has_a_reason():
     assert not missing, f"skipped without a reason (trailing '# reason' comment): {missing}"
 
 
+def test_purge_protection_skips_name_the_parameter():
+    """The purge-protection checks are skipped because it is a parameter (off for dev, on for
+    production), not because it is missing: the skips must say so."""
+    reasons = {m.group(1): m.group(2) for m in re.finditer(r"^\s*-\s*(CKV_AZURE_(?:110|42))\s*#\s*(.*)$",
+                                                           CHECKOV_CONFIG.read_text(), re.M)}
+    assert set(reasons) == {"CKV_AZURE_110", "CKV_AZURE_42"}
+    assert all("keyVaultPurgeProtection" in reason for reason in reasons.values()), reasons
+
+
 def checkov_command() -> list[str]:
     exe = shutil.which("checkov", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if exe is None:
