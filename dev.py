@@ -4,6 +4,9 @@
     python dev.py serve [serve options]   set up .venv, run the gateway (demo mode when no route
                                           is configured in the environment or local.settings.json)
     python dev.py test  [pytest options]  set up .venv, run every test
+
+`serve` installs only what serving and the demo need (requirements-local.txt), `test` everything
+(requirements-dev.txt). Each set is installed again only when one of its files changed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -18,27 +22,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-REQUIREMENTS = ("requirements.txt", "requirements-dev.txt")
+# What each command needs installed in .venv (each file may include others with `-r`).
+REQUIREMENTS = {"serve": "requirements-local.txt", "test": "requirements-dev.txt"}
+_INCLUDE = re.compile(r"^\s*(?:-r|--requirement)[\s=]\s*(\S+)", re.MULTILINE)
 
 
 def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def ensure_environment() -> None:
-    """Create .venv and install the requirements when they changed since the last install."""
+def requirement_files(name: str, seen: tuple[Path, ...] = ()) -> list[Path]:
+    """The file and every file it includes with `-r`, recursively (each once)."""
+    path = (ROOT / name).resolve()
+    if path in seen:
+        return []
+    files = [path]
+    for include in _INCLUDE.findall(path.read_text(encoding="utf-8")):
+        files += requirement_files(str(path.parent / include), (*seen, *files))
+    return list(dict.fromkeys(files))
+
+
+def ensure_environment(command: str) -> None:
+    """Create .venv and install the command's requirements when they changed since its last install."""
     if sys.version_info < (3, 11):
         sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]}).")
     if not venv_python().exists():
         print("creating .venv ...", flush=True)
         venv.create(VENV, with_pip=True)
-    digest = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in REQUIREMENTS)).hexdigest()
-    stamp = VENV / ".requirements.sha256"
-    if not stamp.exists() or stamp.read_text() != digest:
-        print("installing requirements-dev.txt into .venv ...", flush=True)
-        subprocess.run([str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(ROOT / "requirements-dev.txt")], check=True, cwd=ROOT)
-        stamp.write_text(digest)
+    name = REQUIREMENTS[command]
+    digest = hashlib.sha256()
+    for path in requirement_files(name):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    # One stamp per set, so `serve` then `test` (or the reverse) share one .venv without reinstalling.
+    stamp = VENV / f".requirements-{command}.sha256"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    print(f"installing {name} into .venv ...", flush=True)
+    result = subprocess.run([str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                             "-r", str(ROOT / name)], cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"pip could not install {name} (exit {result.returncode}); see its messages above.")
+    stamp.write_text(digest.hexdigest())
 
 
 def routes_configured() -> bool:
@@ -51,22 +75,39 @@ def routes_configured() -> bool:
     return False
 
 
+def run_child(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
+    """Run the command and wait for it. Ctrl+C reaches the child too (same process group): let it
+    shut down on its own; a second Ctrl+C terminates it, a third kills it."""
+    child = subprocess.Popen(args, cwd=cwd, env=env)
+    interrupts = 0
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 2:
+                child.terminate()
+            elif interrupts > 2:
+                child.kill()
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test"):
+    if not argv or argv[0] not in REQUIREMENTS:
         print(__doc__)
         return 2
-    ensure_environment()
     command, rest = argv[0], argv[1:]
+    ensure_environment(command)
     if command == "test":
-        args = ["-m", "pytest", *(rest or ["-q"])]
-    else:
-        args = ["-m", "routing", "serve", *rest]
-        if "--demo" not in rest and not routes_configured():
-            print("No ROUTE__* settings found: starting demo mode against the bundled emulators.\n"
-                  "Configure routes in local.settings.json (see local.settings.example.json) to "
-                  "serve your own deployments.", flush=True)
-            args.append("--demo")
-    return subprocess.call([str(venv_python()), *args], cwd=ROOT if command == "test" else None)
+        return run_child([str(venv_python()), "-m", "pytest", *(rest or ["-q"])], cwd=ROOT)
+    args = [str(venv_python()), "-m", "routing", "serve", *rest]
+    if "--demo" not in rest and not routes_configured():
+        print("No ROUTE__* settings found: starting demo mode against the bundled emulators.\n"
+              "Configure routes in local.settings.json (see local.settings.example.json) to "
+              "serve your own deployments.", flush=True)
+        args.append("--demo")
+    # The user's folder (local.settings.json is read from it); the package from this repository.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    return run_child(args, env=env)
 
 
 if __name__ == "__main__":

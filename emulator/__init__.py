@@ -7,7 +7,10 @@ Three services, each a Starlette app served by uvicorn (see ``servers``):
   Foundry ``/models`` endpoint (``flavour="foundry"``);
 - ``identity``: the App Service managed-identity token endpoint used by ``azure-identity``.
 
-Wire facts follow ``reference/azure-upstream-apis.md``; guesses are constructor options.
+Wire facts follow ``reference/azure-upstream-apis.md``; guesses are constructor options. Both model
+emulators answer with one deterministic fake model (``fake_model``, ``chat_answer``): text, JSON for
+``response_format`` (``json_instance``), and tool calls for ``tool_choice``/named tools, streamed
+as Azure streams them.
 Not part of the deployed gateway (tests, demo and benchmarks only).
 """
 

@@ -22,9 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import azure_ai_rules as rules
+from .chat_answer import ChatAnswer, ToolCall, format_problem, plan_answer, tool_problem
 from .fake_model import (
-    DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, answer_words, capped, embedding_inputs, embedding_vector,
-    encode_embedding, last_user_text, prompt_tokens_of_inputs, prompt_tokens_of_messages, stream_pieces,
+    DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, MAX_EMBEDDING_INPUTS, embedding_inputs, embedding_vector,
+    encode_embedding, prompt_tokens_of_inputs, prompt_tokens_of_messages,
 )
 from .faults import FaultRule
 from .records import DEFAULT_RECORD_LIMIT, Call, EmulatorState, control_routes, endpoint
@@ -155,16 +156,23 @@ class _AzureAI:
             return self.error(rules.backend_422([{"type": "int_type", "loc": ["body", "n"], "input": n,
                                                   "msg": "Input should be a valid integer between 1 and 128"}],
                                                 self.foundry), 422)
-        words, finish = capped(answer_words(last_user_text(messages), self.state.answer_words), body.get("max_tokens"))
+        problem = tool_problem(body) or format_problem(body)
+        if problem is not None:  # [unconfirmed] shape: the model server's pydantic-style rejection
+            key = problem.param.split(".")[0].split("[")[0]
+            detail = [{"type": "value_error", "loc": ["body", key], "msg": problem.message, "input": body.get(key)}]
+            return self.error(rules.backend_422(detail, self.foundry), 422)
+        answer = plan_answer(body, self.state.answer_words, body.get("max_tokens"))
         prompt = prompt_tokens_of_messages(messages)
-        completion = len(words) * n
+        completion = answer.completion_tokens * n
         # Key order as in the documented Llama sample (§4.2).
         usage = {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}
         common = {"id": new_id(), "object": "chat.completion.chunk" if stream else "chat.completion",
                   "created": int(time.time()), "model": name}
         if not stream:
-            message = {"role": "assistant", "content": " ".join(words), "tool_calls": None}
-            choices = [{"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)]
+            calls = [_tool_call_json(call) for call in answer.tool_calls] or None
+            message = {"role": "assistant", "content": answer.content, "tool_calls": calls}
+            choices = [{"index": i, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}
+                       for i in range(n)]
             return json_response({**common, "choices": choices, "usage": usage}, 200, self.headers())
 
         def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -172,10 +180,10 @@ class _AzureAI:
                                            "logprobs": None}]}
 
         events = [sse_event(chunk(i, {"role": "assistant", "content": ""})) for i in range(n)]
-        for piece in stream_pieces(words):
-            events += [sse_event(chunk(i, {"content": piece})) for i in range(n)]
+        for delta in _stream_deltas(answer):
+            events += [sse_event(chunk(i, delta)) for i in range(n)]
         for i in range(n):
-            last = chunk(i, {"content": ""}, finish)
+            last = chunk(i, {} if answer.tool_calls else {"content": ""}, answer.finish_reason)
             if i == n - 1:
                 last["usage"] = usage  # usage rides on the finish chunk, no stream_options needed
             events.append(sse_event(last))
@@ -190,8 +198,13 @@ class _AzureAI:
                                                   "loc": ["body", "input"], "msg": "Input should be a non-empty "
                                                   "string, list of strings or list of token arrays",
                                                   "input": body.get("input")}], self.foundry), 422)
+        if len(items) > MAX_EMBEDDING_INPUTS:  # [unconfirmed] limit and shape (pydantic's, input not echoed)
+            return self.error(rules.backend_422([{"type": "too_long", "loc": ["body", "input"], "msg": (
+                f"List should have at most {MAX_EMBEDDING_INPUTS} items after validation, not {len(items)}")}],
+                self.foundry), 422)
         dims = body.get("dimensions")
-        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
+        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)
+                                 or not 1 <= dims <= rules.max_dimensions(name)):
             return self.error(rules.parameter_not_supported("dimensions", dims), 422)
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
@@ -202,6 +215,24 @@ class _AzureAI:
         tokens = prompt_tokens_of_inputs(items if len(items) > 1 else items[0])
         return json_response({"id": new_id(), "object": "list", "data": data, "model": name,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, 200, self.headers())
+
+
+def _tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _stream_deltas(answer: ChatAnswer) -> list[dict[str, Any]]:
+    """Content deltas, or per tool call a head delta (index, id, type, name, empty arguments) then
+    its argument pieces, the OpenAI way (the model-inference API streams the OpenAI chunk shape)."""
+    if not answer.tool_calls:
+        return [{"content": piece} for piece in answer.pieces]
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(answer.tool_calls):
+        deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                       "function": {"name": call.name, "arguments": ""}}]})
+        deltas += [{"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                   for piece in call.argument_pieces]
+    return deltas
 
 
 def _include_usage(body: dict[str, Any]) -> bool:

@@ -151,6 +151,17 @@ def json_invalid(message: str) -> dict[str, Any]:
                         "ctx": {"error": message}}]}
 
 
+# Native embedding sizes: `dimensions` can shorten a vector, never lengthen it (case-insensitive prefixes).
+_MAX_DIMENSIONS = (("cohere-embed-v3", 1024), ("cohere-embed-v-4", 1536), ("embed-v-4", 1536),
+                   ("text-embedding-3-large", 3072), ("text-embedding-3-small", 1536))
+DEFAULT_MAX_DIMENSIONS = 1024
+
+
+def max_dimensions(name: str) -> int:
+    lower = name.lower()
+    return next((dims for prefix, dims in _MAX_DIMENSIONS if lower.startswith(prefix)), DEFAULT_MAX_DIMENSIONS)
+
+
 def model_type_of(name: str) -> str:
     return "embeddings" if "embed" in name.lower() else "chat-completions"
 

@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import azure_openai_rules as rules
+from .azure_openai_chat import chat_events, chat_json
+from .chat_answer import format_problem, mentions_json, orphan_tool_message, plan_answer, tool_problem
 from .fake_model import (
-    DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, answer_for_prompt, answer_words, capped, embedding_inputs,
-    embedding_vector, encode_embedding, last_user_text, prompt_tokens_of_inputs, prompt_tokens_of_messages,
-    stream_pieces,
+    DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, MAX_EMBEDDING_INPUTS, answer_for_prompt, capped, embedding_inputs,
+    embedding_vector, encode_embedding, prompt_tokens_of_inputs, prompt_tokens_of_messages, stream_pieces,
 )
 from .faults import FaultRule
 from .records import DEFAULT_RECORD_LIMIT, Call, EmulatorState, control_routes, endpoint
@@ -31,7 +32,6 @@ from .wire import json_response, new_id, new_uuid, sse_event
 
 DEFAULT_KEY = "emulator-azure-openai-key"
 _LISTED_WHEN_OPEN = ("gpt-4o", "gpt-4o-mini", "o3-mini", "gpt-35-turbo-instruct", "text-embedding-3-small")
-_FINGERPRINT = "fp_emulator01"
 
 
 class _AzureOpenAI:
@@ -198,40 +198,20 @@ class _AzureOpenAI:
             if (isinstance(message, dict) and message.get("role") == "user"
                     and rules.CONTENT_FILTER_MARKER in str(message.get("content"))):
                 return self.error(rules.CONTENT_FILTERED, 400)
-        words = answer_words(last_user_text(messages), self.state.answer_words)
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        words, finish = capped(words, limit)
-        usage = self.usage(prompt_tokens_of_messages(messages), len(words) * n, version)
+        problem = tool_problem(body) or format_problem(body)
+        if problem is not None:
+            return self.error(rules.invalid_request(problem.message, problem.param, problem.code), 400)
+        if _response_type(body) == "json_object" and not mentions_json(messages):
+            return self.error(rules.JSON_WORD_MISSING, 400)
+        orphan = orphan_tool_message(messages)
+        if orphan is not None:
+            return self.error(rules.orphan_tool_message(orphan), 400)
+        answer = plan_answer(body, self.state.answer_words, body.get("max_completion_tokens", body.get("max_tokens")))
+        usage = self.usage(prompt_tokens_of_messages(messages), answer.completion_tokens * n, version)
         created, cid = int(time.time()), new_id("chatcmpl-")
         if not stream:
-            message = {"annotations": [], "content": " ".join(words), "refusal": None, "role": "assistant"}
-            choices = [{"content_filter_results": rules.CHOICE_FILTER_RESULTS, "finish_reason": finish,
-                        "index": i, "logprobs": None, "message": message} for i in range(n)]
-            return json_response({
-                "choices": choices, "created": created, "id": cid, "model": model, "object": "chat.completion",
-                "prompt_filter_results": rules.PROMPT_FILTER_RESULTS, "system_fingerprint": _FINGERPRINT,
-                "usage": usage}, 200, self.headers())
-        include_usage = _include_usage(body)
-        common = {"created": created, "id": cid, "model": model, "object": "chat.completion.chunk",
-                  "system_fingerprint": _FINGERPRINT}
-
-        def chunk(choices: list) -> bytes:
-            data = {"choices": choices, **common}
-            if include_usage:
-                data["usage"] = None
-            return sse_event(data)
-
-        events = [_preamble(include_usage)]
-        events += [chunk([{"content_filter_results": {}, "delta": {"content": "", "refusal": None, "role": "assistant"},
-                           "finish_reason": None, "index": i, "logprobs": None}]) for i in range(n)]
-        for piece in stream_pieces(words):
-            events += [chunk([{"content_filter_results": rules.CHOICE_FILTER_RESULTS, "delta": {"content": piece},
-                               "finish_reason": None, "index": i, "logprobs": None}]) for i in range(n)]
-        events += [chunk([{"content_filter_results": {}, "delta": {}, "finish_reason": finish, "index": i,
-                           "logprobs": None}]) for i in range(n)]
-        if include_usage:
-            events.append(sse_event({"choices": [], **common, "usage": usage}))
-        return self.sse(call, events)
+            return json_response(chat_json(answer, n, created, cid, model, usage), 200, self.headers())
+        return self.sse(call, chat_events(answer, n, created, cid, model, _include_usage(body), usage))
 
     def completions(self, call: Call, body: dict, model: str, version: str, stream: bool, n: int) -> Response:
         prompt = body.get("prompt")
@@ -283,13 +263,15 @@ class _AzureOpenAI:
         if items is None:
             return self.error(rules.invalid_request(
                 "'input' must be a non-empty string, array of strings or array of token arrays.", "input"), 400)
+        if len(items) > MAX_EMBEDDING_INPUTS:
+            return self.error(rules.TOO_MANY_INPUTS, 400)
         dims = body.get("dimensions")
         if dims is not None:
             if model in ("ada", "text-embedding-ada-002"):
                 return self.error(rules.invalid_request(
                     "This model does not support specifying dimensions.", "dimensions"), 400)
-            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
-                return self.error(rules.invalid_request(f"Invalid value for 'dimensions': {dims!r}.", "dimensions"), 400)
+            if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= rules.max_dimensions(model):
+                return self.error(rules.dimensions_out_of_range(dims, model), 400)
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             return self.error(rules.invalid_request(
@@ -311,13 +293,9 @@ def _include_usage(body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _preamble(include_usage: bool) -> bytes:
-    """§4.1 first chunk: prompt annotations with empty ids and no choices."""
-    data: dict[str, Any] = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                            "prompt_filter_results": rules.PROMPT_FILTER_RESULTS}
-    if include_usage:
-        data["usage"] = None
-    return sse_event(data)
+def _response_type(body: dict) -> str | None:
+    fmt = body.get("response_format")
+    return fmt.get("type") if isinstance(fmt, dict) else None
 
 
 def create_app(

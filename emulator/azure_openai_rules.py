@@ -237,3 +237,38 @@ def reasoning_violation(name: str, body: dict[str, Any]) -> dict[str, Any] | Non
             return invalid_request(
                 "Unsupported value: 'stream' does not support true with this model.", "stream", "unsupported_value")
     return None
+
+
+# --- chat messages and embeddings -----------------------------------------------------------------
+
+# [observed, not in the reference] OpenAI's and Azure's answers, word for word (typo included).
+JSON_WORD_MISSING = invalid_request(
+    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+    "messages")
+
+
+def orphan_tool_message(index: int) -> dict[str, Any]:
+    return invalid_request(
+        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+        f"messages.[{index}].role")
+
+
+TOO_MANY_INPUTS = invalid_request(
+    "Too many inputs. The max number of inputs is 2048.  We hope to increase the number of inputs per request "
+    "soon. Please contact us through an Azure support request at: https://go.microsoft.com/fwlink/?linkid=2213926 "
+    "for further questions.")
+
+# Native size of each embedding model: the most `dimensions` may ask for (ada-002 takes none).
+_MAX_DIMENSIONS = (("text-embedding-3-large", 3072), ("text-embedding-3-small", 1536))
+DEFAULT_MAX_DIMENSIONS = 1536
+
+
+def max_dimensions(model: str) -> int:
+    return next((dims for prefix, dims in _MAX_DIMENSIONS if model.startswith(prefix)), DEFAULT_MAX_DIMENSIONS)
+
+
+def dimensions_out_of_range(value: Any, model: str) -> dict[str, Any]:
+    # [unconfirmed] wording; the bound itself is the model's native size.
+    return invalid_request(
+        f"Invalid value for 'dimensions': {value!r}. It must be an integer from 1 to {max_dimensions(model)} "
+        "for this model.", "dimensions", "invalid_value")

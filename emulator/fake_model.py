@@ -3,7 +3,8 @@
 Everything here is a pure function of the request so tests can predict it exactly:
 - answer = "Hello! You said: <last user text>" cut or padded (filler words) to the word budget;
 - a stream sends one piece per word (word + space, last word bare), so the concatenated deltas
-  equal the non-streamed content byte for byte;
+  equal the non-streamed content byte for byte; JSON (structured output, tool-call arguments) is
+  cut into token-like pieces instead (``json_pieces``), which concatenate back the same way;
 - a "token" is a whitespace-separated word (prompt min 1); an integer of a token array is one token;
 - embeddings come from SHA-256 of the input, rounded to float32 so the base64 form (little-endian
   float32, what the openai SDK requests by default) decodes to exactly the JSON float list.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import struct
 from typing import Any, Iterable
 
 DEFAULT_ANSWER_WORDS = 20
 DEFAULT_EMBEDDING_DIMS = 8
+MAX_EMBEDDING_INPUTS = 2048  # Azure OpenAI's limit per request; bounds the emulator's work too
 _FILLER = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt "
     "ut labore et dolore magna aliqua"
@@ -70,8 +73,8 @@ def prompt_tokens_of_inputs(value: Any) -> int:
     return 1
 
 
-def answer_words(user_text: str, n_words: int) -> list[str]:
-    words = ("Hello! You said: " + user_text).split()
+def answer_words(user_text: str, n_words: int, prefix: str = "Hello! You said: ") -> list[str]:
+    words = (prefix + user_text).split()
     if len(words) >= n_words:
         return words[:n_words]
     missing = n_words - len(words)
@@ -90,6 +93,17 @@ def stream_pieces(words: list[str]) -> list[str]:
     if not words:
         return []
     return [w + " " for w in words[:-1]] + [words[-1]]
+
+
+# A word (with the spaces before it), a run of punctuation (with its spaces), or trailing spaces:
+# every character matches, so the pieces always join back to the text.
+_JSON_PIECE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
+
+
+def json_pieces(text: str) -> list[str]:
+    """Token-like pieces of a JSON text (``{"``, ``city``, ``":"``, ``Paris``, ``"}``): how the real
+    service streams tool-call arguments, several characters per delta."""
+    return _JSON_PIECE.findall(text)
 
 
 def answer_for_prompt(prompt: Any, n_words: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m routing check | serve [--host] [--port] [--demo] | routes convert|diff|list`."""
+"""`python -m routing check | serve [--host] [--port] [--demo] [--log-level] | routes convert|diff|list`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 
 from routing.config.local_settings import load_local_settings
@@ -26,13 +27,59 @@ def _check(_: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_serve_logging(level: str) -> None:
+    """Calm by default: warnings and errors only (no per-request lines from uvicorn, the emulators
+    or the Azure SDK). The access log, `routing.access` (one line per request), stays at INFO."""
+    root_level = getattr(logging, level.upper())
+    logging.basicConfig(level=root_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("routing.access").setLevel(min(logging.INFO, root_level))
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Whether the address is free, checked before the demo starts: uvicorn would only say so
+    later, amid its own log lines."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc}"
+    with socket.socket(family, kind, proto) as sock:
+        if os.name != "nt":  # as asyncio binds: a port in TIME_WAIT is free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return (f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                    "(another gateway running? choose another --port)")
+    return None
+
+
+def _base_url(host: str, port: int) -> str:
+    """The URL a local client calls (a wildcard bind is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_serve_logging(args.log_level)
+    problem = _bind_problem(args.host, args.port)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    emulators = None
     if args.demo:
         from routing.manage.demo import start_demo
-        emulators = start_demo(args.host, args.port)
+        emulators = start_demo()
     else:
         load_local_settings()
+    try:
+        return _serve_configured(args)
+    finally:
+        if emulators is not None:
+            emulators.stop()
+
+
+def _serve_configured(args: argparse.Namespace) -> int:
     from routing import gateway as runtime
     try:
         table = runtime.configure().table
@@ -46,11 +93,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
     from routing.server import run
+    base = _base_url(args.host, args.port)
+    models = ", ".join(dict.fromkeys(route.model for route in table.routes))
+    print(f"Gateway listening on {base} (models: {models}); Ctrl+C stops it.", flush=True)
+    if args.demo:
+        from routing.manage.demo import demo_banner
+        print(demo_banner(base), flush=True)
     try:
         run(args.host, args.port)
-    finally:
-        if args.demo:
-            emulators.stop()
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl+C: not an error
+        pass
     return 0
 
 
@@ -63,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=7071)
     serve.add_argument("--demo", action="store_true",
                        help="start the bundled emulators with a sample route table")
+    serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                       help="lowest level logged (default warning: no per-request lines)")
     add_routes_parser(sub)
     args = parser.parse_args(argv)
     return {"check": _check, "serve": _serve, "routes": run_routes}[args.command](args)
