@@ -160,13 +160,33 @@ def test_hung_deployment_fails_over_then_504(pool, upstreams):
     response = pool.chat("slow")
     assert response.status_code == 200 and response.headers["x-gateway-route"] == "S2"
     assert time.monotonic() - start < 3
-    pool.clock.advance(60)
+    # One timed-out request does not rest S1 for everyone (DESIGN §8): the next request, at the
+    # same moment, tries it first again.
     aoai.fault(match={"deployment": "s-one"}, delay=20)
     aoai.fault(match={"deployment": "s-two"}, delay=20)
     start = time.monotonic()
     response = pool.chat("slow")
     assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - start < 4
+    assert deployments_called(aoai) == ["s-one", "s-two", "s-one", "s-two"]
+
+
+def test_consecutive_timeouts_open_the_breaker_until_an_answer_closes_it(pool, upstreams):
+    aoai = upstreams["aoai"]
+    aoai.fault(match={"deployment": "s-one"}, delay=20, count=4)
+    for _ in range(3):  # GATEWAY_BREAKER_TIMEOUTS: 3 by default
+        assert pool.chat("slow").headers["x-gateway-route"] == "S2"
+    assert deployments_called(aoai) == ["s-one", "s-two"] * 3
+    assert pool.chat("slow").headers["x-gateway-attempts"] == "1"  # open: S1 rests
+    pool.clock.advance(10.5)  # GATEWAY_COOLDOWN; half-open: one more timeout opens it again
+    assert pool.chat("slow").headers["x-gateway-route"] == "S2"
+    assert pool.chat("slow").headers["x-gateway-attempts"] == "1"
+    assert deployments_called(aoai)[6:] == ["s-two", "s-one", "s-two", "s-two"]
+    pool.clock.advance(10.5)
+    assert pool.chat("slow").headers["x-gateway-route"] == "S1"  # an answer closes the breaker
+    aoai.fault(match={"deployment": "s-one"}, delay=20)
+    assert pool.chat("slow").headers["x-gateway-route"] == "S2"
+    assert pool.chat("slow").headers["x-gateway-route"] == "S1"  # one timeout rests nothing
 
 
 def test_stream_broken_before_first_byte_fails_over(pool, upstreams):

@@ -43,6 +43,9 @@ SCRIPTS = {
                          "data:[DONE]\n\n\n"),
     "multiline": lambda: sse('data: {"id": "c1", "object": "chat.completion.chunk",\ndata:  "choices": '
                              '[{"index": 0, "delta": {"content": "ab"}}]}\n\ndata: [DONE]\n\n'),
+    # A last `[DONE]` without its blank line still ends the stream well, even as the only event.
+    "bare_done": lambda: sse(f"data: {chunk('a')}\n\ndata: [DONE]", 2),
+    "only_done": lambda: sse("data: [DONE]", 1),
     "json_for_stream": lambda: JSONResponse({"id": "x", "object": "chat.completion", "choices": []}),
     "redirect": lambda: RedirectResponse("/redirected", status_code=307),
 }
@@ -108,7 +111,8 @@ def stream(gateway, model: str) -> httpx.Response:
         "model": model, "messages": [{"role": "user", "content": "x"}], "stream": True})
 
 
-@pytest.mark.parametrize("model, text", [("crlf", "ab"), ("loose", "ab"), ("multiline", "ab")])
+@pytest.mark.parametrize("model, text", [("crlf", "ab"), ("loose", "ab"), ("multiline", "ab"),
+                                         ("bare_done", "a"), ("only_done", "")])
 def test_any_upstream_framing_reaches_the_client_as_strict_sse(scripted, model, text):
     gateway, _ = scripted
     response = stream(gateway, model)

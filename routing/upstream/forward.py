@@ -1,11 +1,16 @@
 """Send a normalised request to the pool's deployments, in order, until one answers.
 
-Until the first byte reaches the client, a 429, 408, 5xx, connect error, timeout or a stream
-that breaks before its first chunk moves to the next deployment at once (no server-side sleep)
-and rests the failed one for the upstream's retry hint or GATEWAY_COOLDOWN. Other 4xx are
-returned as they are. 401/403 mean the gateway's own upstream credentials are wrong: the client
-gets 502 naming the route and the log says so. Every attempt shares one deadline
-(GATEWAY_TOTAL_TIMEOUT) so a request always ends in bounded time.
+Until the first byte reaches the client, a 429, 408, 5xx, connect error, timeout, an answer
+that breaks the protocol (a non-JSON success, a stream request answered without an event
+stream, a first event that is not JSON) or a stream that breaks before its first event moves to
+the next deployment at once (no server-side sleep). The failed deployment rests for the
+upstream's retry hint or GATEWAY_COOLDOWN, except after a timeout: one slow request does not
+rest a deployment for everyone, consecutive ones do (the circuit breaker in `pool`). Other 4xx
+are returned, reduced to the OpenAI error fields. 401/403 mean the gateway's own upstream
+credentials are wrong: the client gets 502 naming the route and the log says so. A non-stream
+answer larger than GATEWAY_MAX_RESPONSE_BYTES is a 502, never held whole. Every byte from an
+upstream passes the secret scrubber. Every attempt shares one deadline (GATEWAY_TOTAL_TIMEOUT)
+so a request always ends in bounded time.
 """
 
 from __future__ import annotations
@@ -14,23 +19,30 @@ import asyncio
 import json
 import logging
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from starlette.responses import Response
 
+from routing.config.settings import Route
 from routing.errors import GatewayError, map_upstream_error
+from routing.telemetry.redaction import SECRETS
 from routing.upstream.normalize import dropped_header, normalize
 from routing.upstream.retry_hints import retry_delay
-from routing.config.settings import Route
-from routing.upstream.sse import UsageChunk, next_chunk, relay
+from routing.upstream.sse import EventStream, UsageChunk, first_events, relay
+from routing.upstream.sse_events import EventTooLarge, is_json_object
 from routing.upstream.stream_response import EventStreamResponse
 
 log = logging.getLogger("routing.upstream.forward")
 # Upstream response headers worth handing to the client (rate-limit state, for client backoff).
 FORWARDED_RESPONSE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                               "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
+# ... and only when their value is a count or an OpenAI duration (`6s`, `1m30s`, `250ms`):
+# anything else an upstream puts there (a reflected request header) stays behind.
+FORWARDED_VALUE = re.compile(r"[0-9]{1,15}|(?:[0-9]{1,9}(?:\.[0-9]{1,6})?(?:ms|s|m|h)){1,4}")
 MAX_ERROR_BODY = 64 * 1024
 # An error that retrying cannot fix: the `openai` SDK honours this header and does not retry.
 NO_RETRY = {"x-should-retry": "false"}
@@ -66,6 +78,16 @@ class Failure:
     status: int = 0
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # for "broken": what was wrong, in the exhausted pool's message
+    protocol: bool = False  # the upstream answered, but not in the API's protocol
+
+    @property
+    def summary(self) -> str:
+        return f"route '{self.route.id}': " + (f"HTTP {self.status}" if self.status else self.reason or self.kind)
+
+
+class ResponseTooLarge(Exception):
+    pass
 
 
 async def forward(gateway, call: Call) -> Response:
@@ -83,17 +105,39 @@ async def forward(gateway, call: Call) -> Response:
             break
         call.headers["x-gateway-route"] = route.id
         call.headers["x-gateway-attempts"] = str(attempt)
-        outcome = await _attempt(gateway, call, route)
+        try:
+            outcome = await _attempt(gateway, call, route)
+        except GatewayError:
+            gateway.selector.answered(route)  # it answered in time, just not usefully
+            raise
         if isinstance(outcome, Response):
+            gateway.selector.answered(route)
             return outcome
         failures.append(outcome)
-        hint = retry_delay(outcome.headers)
-        rest = hint if hint is not None else gateway.table.gateway.cooldown
-        gateway.selector.rest(route, rest)
-        log.warning("request %s: route %s failed (%s), resting it %.1f s%s", call.request_id,
-                    route.id, outcome.status or outcome.kind, rest,
-                    "; trying the next deployment" if attempt < len(order) else "")
+        _after_failure(gateway, call, outcome, more=attempt < len(order))
     raise _exhausted(gateway, call, failures)
+
+
+def _after_failure(gateway, call: Call, failure: Failure, more: bool) -> None:
+    """Rest the failed deployment: for the upstream's hint or GATEWAY_COOLDOWN after an answer
+    or a connect error, only when the circuit breaker opens after a timeout."""
+    settings, selector, route = gateway.table.gateway, gateway.selector, failure.route
+    next_step = "; trying the next deployment" if more else ""
+    if failure.kind == "timeout":
+        if selector.timed_out(route, settings.breaker_timeouts, settings.cooldown):
+            log.warning("request %s: route %s timed out, %d times in a row: resting it %.1f s "
+                        "(circuit breaker)%s", call.request_id, route.id, settings.breaker_timeouts,
+                        settings.cooldown, next_step)
+        else:
+            log.warning("request %s: route %s timed out%s", call.request_id, route.id, next_step)
+        return
+    if failure.kind != "connect":
+        selector.answered(route)  # an answer, however bad, is not a slow deployment
+    hint = retry_delay(failure.headers)
+    rest = hint if hint is not None else settings.cooldown
+    selector.rest(route, rest)
+    log.warning("request %s: route %s failed (%s), resting it %.1f s%s", call.request_id, route.id,
+                failure.status or failure.reason or failure.kind, rest, next_step)
 
 
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
@@ -124,35 +168,49 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     }
     payload = json.dumps(body, separators=(",", ":")).encode()
     wait = min(route.timeout, call.deadline - loop.time())
-    first = b""
+    response = None
+    stream: EventStream | None = None
+    first = content = b""
     try:
         async with asyncio.timeout(wait):
             # No redirects: they would carry the route's key to another origin.
             response = await gateway.client.post(gateway.url(route, call.operation), data=payload,
                                                  headers=headers, allow_redirects=False)
-            if not call.stream or response.status >= 300 or not _is_event_stream(response):
-                try:
-                    content = await _read_bounded(response)
-                finally:
-                    response.release()
-            else:
-                # Commit to this deployment only once its first chunk arrived: a stream that
-                # breaks before any byte reached the client can still fail over.
+            status = response.status
+            if call.stream and status < 300 and _is_event_stream(response):
+                usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
+                stream = EventStream(route.id, usage)
                 chunks = response.content.iter_any().__aiter__()
-                try:
-                    first = await next_chunk(chunks, wait)
-                except BaseException:
-                    response.close()
-                    raise
+                # Commit to this deployment only once its first event arrived and passed the
+                # checks: until a byte reached the client, a broken stream can still fail over.
+                first = await _closing_on_error(response, first_events(stream, chunks))
+            elif status >= 400 or (status < 300 and not call.stream):
+                limit = MAX_ERROR_BODY if status >= 400 else gateway.table.gateway.max_response_bytes
+                content = await _closing_on_error(response, _read_body(response, limit, cut=status >= 400))
+                response.release()
+            else:
+                response.close()  # a redirect, or no event stream for a stream: the body is unused
     except TimeoutError:
         return Failure(route, "timeout")
     except StopAsyncIteration:
-        return Failure(route, "broken")
+        return Failure(route, "broken", reason="the stream ended before its first event")
+    except EventTooLarge:
+        return Failure(route, "broken", reason="an oversized first event")
+    except ResponseTooLarge:
+        limit = gateway.table.gateway.max_response_bytes
+        log.error("route %s: the upstream's answer is larger than GATEWAY_MAX_RESPONSE_BYTES (%d)",
+                  route.id, limit)
+        # Not failed over and no cooldown: the deployment is up, and another deployment of the
+        # same model would most likely answer the same request as largely.
+        raise GatewayError(502, f"The upstream's answer is larger than the gateway's limit of "
+                           f"{limit} bytes (GATEWAY_MAX_RESPONSE_BYTES; route '{route.id}').",
+                           code="upstream_response_too_large", headers=NO_RETRY) from None
     except (aiohttp.ClientError, OSError) as exc:
         log.info("route %s: transport error %s", route.id, type(exc).__name__)
-        return Failure(route, "connect")
+        if response is None:
+            return Failure(route, "connect")
+        return Failure(route, "broken", reason=f"the answer broke off ({type(exc).__name__})")
 
-    status = response.status
     if status in (408, 429) or status >= 500:
         return Failure(route, "status", status, content, {k.lower(): v for k, v in response.headers.items()})
     if 300 <= status < 400:
@@ -168,39 +226,70 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         raise GatewayError(502, f"The upstream of route '{route.id}' rejected the gateway's "
                            f"credentials (HTTP {status}); the gateway's configuration must be fixed.",
                            code="upstream_auth_failed", headers=NO_RETRY)
-    headers = {**call.headers, **{k: response.headers[k] for k in FORWARDED_RESPONSE_HEADERS
-                                  if k in response.headers}}
+    headers = {**call.headers, **forwarded_headers(response.headers)}
     if status >= 400:
-        return Response(json.dumps(map_upstream_error(status, content)).encode(), status_code=status,
-                        media_type="application/json", headers=headers)
+        error = json.dumps(map_upstream_error(status, content)).encode()
+        return Response(SECRETS.scrub_bytes(error), status_code=status, media_type="application/json",
+                        headers=headers)
     if not call.stream:
-        return Response(content, status_code=status, headers=headers,
-                        media_type=response.headers.get("content-type", "application/json"))
-    if not _is_event_stream(response):
-        log.error("route %s: a streamed request was answered with %r, not an event stream",
-                  route.id, response.headers.get("content-type"))
-        raise GatewayError(502, f"The upstream of route '{route.id}' answered a streamed request "
-                           "without an event stream.", code="upstream_protocol_error", headers=NO_RETRY)
-    usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
-    events = relay(response, chunks, first, route.id, usage,
-                   idle=gateway.table.gateway.stream_idle_timeout, deadline=call.deadline)
+        if not is_json_object(content):
+            return _protocol_failure(route, "a success answer that is not a JSON object")
+        return Response(SECRETS.scrub_bytes(content), status_code=status, headers=headers,
+                        media_type="application/json")
+    if stream is None:
+        return _protocol_failure(route, "a streamed request answered without an event stream")
+    if stream.protocol_error:
+        response.close()
+        return _protocol_failure(route, "a first event that is not a JSON object")
+    events = relay(response, chunks, stream, first, idle=gateway.table.gateway.stream_idle_timeout,
+                   deadline=call.deadline)
     return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"})
 
 
+def _protocol_failure(route: Route, reason: str) -> Failure:
+    log.error("route %s: the upstream broke the protocol: %s", route.id, reason)
+    return Failure(route, "broken", reason=reason, protocol=True)
+
+
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    if response.status < 300:
-        return await response.read()
-    content = b""  # an error body, read to its end or the cap (it may arrive in pieces)
-    while len(content) < MAX_ERROR_BODY:
-        chunk = await response.content.readany()
-        if not chunk:
+def forwarded_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """The rate-limit headers worth passing on, when their values are well-formed."""
+    kept = {}
+    for name in FORWARDED_RESPONSE_HEADERS:
+        value = upstream.get(name)
+        if value is not None and FORWARDED_VALUE.fullmatch(value) and not SECRETS.found_in(value):
+            kept[name] = value
+    return kept
+
+
+async def _closing_on_error(response: aiohttp.ClientResponse, work):
+    try:
+        return await work
+    except BaseException:
+        response.close()  # a half-read body: the connection cannot be reused
+        raise
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int, cut: bool) -> bytes:
+    """The body, holding no more than `limit` bytes (content-length checked first, then as it
+    arrives). Past the limit: its first `limit` bytes when `cut` (error bodies), else
+    ResponseTooLarge."""
+    if not cut and (response.content_length or 0) > limit:
+        raise ResponseTooLarge
+    pieces: list[bytes] = []
+    size = 0
+    while chunk := await response.content.readany():
+        if size + len(chunk) > limit:
+            if not cut:
+                raise ResponseTooLarge
+            pieces.append(chunk[:limit - size])
             break
-        content += chunk
-    return content[:MAX_ERROR_BODY]
+        pieces.append(chunk)
+        size += len(chunk)
+    return b"".join(pieces)
 
 
 def _rate_limited(call: Call, wait: float, why: str) -> GatewayError:
@@ -211,14 +300,17 @@ def _rate_limited(call: Call, wait: float, why: str) -> GatewayError:
 
 
 def _exhausted(gateway, call: Call, failures: list[Failure]) -> GatewayError:
-    summary = "; ".join(f"route '{f.route.id}': " + (f"HTTP {f.status}" if f.status else f.kind)
-                        for f in failures) or "no time left"
+    summary = "; ".join(f.summary for f in failures) or "no time left"
     if any(f.status == 429 for f in failures):
         return _rate_limited(call, gateway.selector.shortest_wait(call.pool), summary)
     if all(f.kind == "timeout" for f in failures):
         return GatewayError(504, f"No deployment of model '{call.model}' answered in time ({summary}).",
                             code="upstream_timeout")
+    if failures and all(f.protocol for f in failures):
+        return GatewayError(502, f"No deployment of model '{call.model}' answered in the API's "
+                            f"protocol ({summary}).", code="upstream_protocol_error")
     last = next((f for f in reversed(failures) if f.kind == "status"), None)
+    # The upstream's message is quoted reduced; `error_response` scrubs the whole body.
     detail = map_upstream_error(last.status, last.body)["error"]["message"] if last else ""
     return GatewayError(502, f"Every deployment of model '{call.model}' failed ({summary})."
                         + (f" Last upstream error: {detail}" if detail else ""), code="upstream_error")

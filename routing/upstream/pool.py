@@ -1,9 +1,24 @@
 """Pick the deployments to try for a model: lowest PRIORITY first, weighted random within a
-priority, skipping deployments cooling down after a 429/5xx/timeout.
+priority, skipping deployments cooling down after a 429/5xx/connect error or an open breaker.
 
-Cooldowns are per process (each Functions instance learns on its own). They sit behind the
-small `CooldownStore` interface so that a shared store (Redis, Table storage) can replace the
-in-memory one without touching selection.
+Cooldowns (DESIGN §5): after a 429, 408, 5xx, a broken answer or a connect error the deployment
+rests for the upstream's retry hint, else GATEWAY_COOLDOWN.
+
+Timeouts and the circuit breaker (DESIGN §8): a request can be slow because of what it asks
+(a long generation), so one timed-out request only fails that request over; it does not rest the
+deployment for everyone. The deployment's breaker counts consecutive timed-out requests:
+- closed: each timeout adds one; any answer in time (a success, and also a 4xx, 429, 5xx or
+  broken answer: the deployment is responsive) resets the count to zero;
+- open: at GATEWAY_BREAKER_TIMEOUTS consecutive timeouts the deployment rests for
+  GATEWAY_COOLDOWN and is not tried meanwhile;
+- half-open: after that rest it is tried again with the count kept, so one more timeout opens
+  the breaker again at once, and one answer in time closes it.
+Connect errors do not count: they are not a slow-request problem and nothing a caller sends can
+cause one, so they rest the deployment at once, as before.
+
+State is per process (each Functions instance learns on its own), behind the small
+`CooldownStore` interface so that a shared store (Redis) can replace the in-memory one without
+touching selection.
 """
 
 from __future__ import annotations
@@ -19,19 +34,32 @@ from routing.config.settings import Route
 class CooldownStore(Protocol):
     def until(self, route_id: str) -> float: ...
     def rest(self, route_id: str, until: float) -> None: ...
+    def add_timeout(self, route_id: str) -> int:
+        """Count one more timed-out request; the consecutive count, this one included."""
+    def reset_timeouts(self, route_id: str) -> None: ...
 
 
 class LocalCooldowns:
-    """In-memory cooldowns for this instance: route id → monotonic time it may be used again."""
+    """In-memory state for this instance: route id → monotonic time it may be used again, and
+    route id → consecutive timed-out requests."""
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        self._timeouts: dict[str, int] = {}
 
     def until(self, route_id: str) -> float:
         return self._until.get(route_id, 0.0)
 
     def rest(self, route_id: str, until: float) -> None:
         self._until[route_id] = max(until, self._until.get(route_id, 0.0))
+
+    def add_timeout(self, route_id: str) -> int:
+        count = self._timeouts[route_id] = self._timeouts.get(route_id, 0) + 1
+        return count
+
+    def reset_timeouts(self, route_id: str) -> None:
+        if self._timeouts:  # the hot path: nothing to do unless some route timed out
+            self._timeouts.pop(route_id, None)
 
 
 class Selector:
@@ -53,6 +81,17 @@ class Selector:
 
     def rest(self, route: Route, seconds: float) -> None:
         self.cooldowns.rest(route.id, self.clock() + max(seconds, 0.0))
+
+    def timed_out(self, route: Route, breaker_timeouts: int, cooldown: float) -> bool:
+        """A request to `route` timed out. True when this opened its breaker (it now rests)."""
+        if self.cooldowns.add_timeout(route.id) < breaker_timeouts:
+            return False
+        self.rest(route, cooldown)
+        return True
+
+    def answered(self, route: Route) -> None:
+        """`route` answered in time: its breaker closes."""
+        self.cooldowns.reset_timeouts(route.id)
 
     def shortest_wait(self, pool: Sequence[Route]) -> float:
         """Seconds until the first selectable route of the pool leaves its cooldown."""

@@ -5,6 +5,10 @@ never ends a broken stream quietly: an upstream cut, error or timeout after the 
 the client's stream with one `data: {"error": ...}` event and no `[DONE]`. Whatever framing the
 upstream uses (CRLF, `data:` without its space, comment or `event:` lines), the client gets
 strict `data: <payload>\\n\\n` events, which strict parsers such as azure-ai-inference require.
+
+Every event is checked (DESIGN §8): a payload that is not a JSON object or `[DONE]` is an
+upstream protocol error, an upstream `{"error": ...}` event ends the stream with that error
+reduced to the OpenAI shape, and every byte sent on passes the secret scrubber.
 """
 
 from __future__ import annotations
@@ -17,64 +21,31 @@ from typing import Any
 
 import aiohttp
 
-from routing.errors import error_body
+from routing.errors import error_body, reduce_upstream_error
+from routing.telemetry.redaction import SECRETS
+from routing.upstream.sse_events import (DONE, EVENT_END, MAX_EVENT_BYTES, NOT_JSON, EventSplitter,
+                                         EventTooLarge, event_payloads, frame, json_object)
 
 log = logging.getLogger("routing.upstream.sse")
-DONE = b"[DONE]"
-EVENT_END = b"\n\n"
-MAX_EVENT_BYTES = 4 * 1024 * 1024  # one event larger than this is a broken upstream
 
 
 def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
     return b"data: " + json.dumps(error_body(message, "server_error", None, code)).encode() + EVENT_END
 
 
-def event_payloads(block: bytes) -> list[bytes]:
-    """The data payloads of the complete events in `block` (LF line ends, ends with a blank line)."""
-    payloads = []
-    for event in block[:-2].split(EVENT_END):
-        if event.startswith(b"data: ") and b"\n" not in event:  # the usual shape: one data line
-            payloads.append(event[6:])
-            continue
-        data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-        if data:  # comments, event:, id: and retry: lines carry nothing a client needs
-            # Multi-line data is JSON split between tokens, where a space is equivalent.
-            payloads.append(b" ".join(data))
-    return payloads
-
-
-def frame(payloads: list[bytes]) -> bytes:
-    return b"".join(b"data: " + payload + EVENT_END for payload in payloads)
-
-
 class UsageChunk:
     """OpenAI's `stream_options.include_usage` for a backend that reports usage on its finish
     chunk (Azure AI): usage moves to one `choices: []` chunk before `[DONE]`; a backend that
-    already sends such a chunk is left alone. Only payloads mentioning usage are parsed."""
+    already sends such a chunk is left alone."""
 
     def __init__(self) -> None:
         self.usage: Any = None
         self.template: dict[str, Any] = {}
         self.sent = False
 
-    def rewrite(self, payloads: list[bytes]) -> list[bytes]:
-        out = []
-        for payload in payloads:
-            if payload == DONE and not self.sent and self.usage is not None:
-                chunk = {**self.template, "choices": [], "usage": self.usage}
-                out.append(json.dumps(chunk, separators=(",", ":")).encode())
-                self.sent = True
-            elif b'"usage"' in payload:
-                payload = self._take_usage(payload)
-            out.append(payload)
-        return out
-
-    def _take_usage(self, payload: bytes) -> bytes:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            return payload
-        if not isinstance(data, dict) or not data.get("usage"):
+    def take(self, payload: bytes, data: dict[str, Any]) -> bytes:
+        """A parsed chunk as it goes on: a finish chunk's usage is set aside."""
+        if not data.get("usage"):
             return payload
         if not data.get("choices"):
             self.sent = True  # the backend's own usage chunk
@@ -84,6 +55,87 @@ class UsageChunk:
         data["usage"] = None  # counted once, in the usage chunk
         return json.dumps(data, separators=(",", ":")).encode()
 
+    def before_done(self) -> list[bytes]:
+        if self.sent or self.usage is None:
+            return []
+        self.sent = True
+        return [json.dumps({**self.template, "choices": [], "usage": self.usage}, separators=(",", ":")).encode()]
+
+
+class EventStream:
+    """Upstream chunks → the bytes the client gets: whole, checked, scrubbed events.
+
+    `ended` once nothing more may be relayed: after `[DONE]` (`done`), an upstream error event,
+    or a protocol error (`protocol_error`, the reason; the output then ends with an error event).
+    """
+
+    def __init__(self, route_id: str, usage: UsageChunk | None):
+        self.route_id = route_id
+        self.usage = usage
+        self.splitter = EventSplitter()
+        self.done = False
+        self.ended = False
+        self.protocol_error: str | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Client bytes completed by `chunk` (often none). EventTooLarge past the event bound."""
+        block = self.splitter.feed(chunk)
+        return self._relay(event_payloads(block)) if block is not None else b""
+
+    def finish(self) -> bytes:
+        """The upstream closed: a final `[DONE]` without its blank line still counts."""
+        tail = self.splitter.finish().strip(b"\n")
+        if tail and event_payloads(tail + EVENT_END) == [DONE]:
+            return self._relay([DONE])
+        return b""
+
+    def leftover(self) -> bool:
+        return self.splitter.pending()
+
+    def _relay(self, payloads: list[bytes]) -> bytes:
+        out: list[bytes] = []
+        ending = b""
+        for payload in payloads:
+            if payload == DONE:
+                if self.usage is not None:
+                    out.extend(self.usage.before_done())
+                out.append(DONE)
+                self.done = self.ended = True
+                break  # nothing after the end is relayed
+            data = json_object(payload)
+            if data is NOT_JSON:
+                self.protocol_error = "The upstream sent an event that is not a JSON object."
+                ending = error_event(f"{self.protocol_error} The response is incomplete "
+                                     f"(route '{self.route_id}').", "upstream_protocol_error")
+                self.ended = True
+                break
+            if data.get("error"):
+                log.warning("route %s: the upstream ended the stream with an error event", self.route_id)
+                reduced = reduce_upstream_error(data, "server_error")
+                ending = b"data: " + json.dumps(reduced).encode() + EVENT_END
+                self.ended = True
+                break
+            out.append(self.usage.take(payload, data) if self.usage is not None else payload)
+        # One scrub per block: an upstream may echo a key in any event (DESIGN §8).
+        return SECRETS.scrub_bytes(frame(out) + ending) if out or ending else b""
+
+
+async def first_events(stream: EventStream, chunks: AsyncIterator[bytes]) -> bytes:
+    """Read until the first client bytes are ready (under the caller's timeout): nothing has
+    reached the client yet, so the caller can still fail over on what this finds.
+    StopAsyncIteration if the upstream closes first (unless with a bare final `[DONE]`)."""
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            out = stream.finish()
+            if out:
+                return out
+            raise
+        out = stream.feed(chunk)
+        if out or stream.ended:
+            return out
+
 
 async def next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes:
     """The upstream's next raw chunk, or TimeoutError after `seconds` of silence."""
@@ -91,58 +143,38 @@ async def next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes:
         return await anext(chunks)
 
 
-def _lf(data: bytes) -> bytes:
-    """CRLF and CR line ends → LF; a trailing CR waits for the next chunk (it may start with LF)."""
-    tail = b"\r" if data.endswith(b"\r") else b""
-    body = data[:-1] if tail else data
-    return body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
-
-
-async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], first: bytes, route_id: str,
-                usage: UsageChunk | None, idle: float, deadline: float) -> AsyncIterator[bytes]:
+async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], stream: EventStream,
+                first: bytes, idle: float, deadline: float) -> AsyncIterator[bytes]:
     """Relay `first` and then the rest of `chunks` as whole events; close the upstream at the
     end, on failure and when the client goes away (Starlette cancels this generator)."""
     loop = asyncio.get_running_loop()
-    pending = first
-    finished = False  # `[DONE]`, or the upstream's own error event: the stream is over
+    route_id = stream.route_id
     failure = None
     try:
         try:
-            while True:
-                if b"\r" in pending:
-                    pending = _lf(pending)
-                end = pending.rfind(EVENT_END)
-                if end >= 0:
-                    block, pending = pending[:end + 2], pending[end + 2:]
-                    payloads = event_payloads(block)
-                    for index, payload in enumerate(payloads):
-                        if payload == DONE or payload.startswith(b'{"error"'):
-                            del payloads[index + 1:]  # nothing after the end is relayed
-                            finished = True
-                            break
-                    if usage is not None:
-                        payloads = usage.rewrite(payloads)
-                    if payloads:
-                        yield frame(payloads)
-                    if finished:
-                        break
-                if len(pending) > MAX_EVENT_BYTES:
-                    raise EventTooLarge
+            if first:
+                yield first
+            while not stream.ended:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise TotalTimeout
                 try:
-                    pending += await next_chunk(chunks, min(idle, left))
+                    chunk = await next_chunk(chunks, min(idle, left))
                 except StopAsyncIteration:
+                    out = stream.finish()
+                    if out:
+                        yield out
                     break
                 except TimeoutError:
                     if left < idle:
                         raise TotalTimeout from None
                     raise
-            if not finished and event_payloads(_lf(pending).strip(b"\n") + EVENT_END) == [DONE]:
-                finished = True  # a final `[DONE]` without its blank line
-                yield frame(usage.rewrite([DONE]) if usage is not None else [DONE])
-            if not finished:
+                out = stream.feed(chunk)
+                if out:
+                    yield out
+            if stream.protocol_error:
+                log.warning("route %s: stream ended early: %s", route_id, stream.protocol_error)
+            elif not stream.ended:
                 failure = "The upstream closed the stream before it was complete."
         except EventTooLarge:
             failure = f"The upstream sent an event larger than {MAX_EVENT_BYTES} bytes."
@@ -156,15 +188,11 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
             log.warning("route %s: stream ended early: %s", route_id, failure)
             yield error_event(f"{failure} The response is incomplete (route '{route_id}').")
     finally:
-        if finished and not pending.strip():
+        if stream.done and not stream.leftover():
             response.release()
         else:
             response.close()  # an unfinished body: the connection cannot be reused
 
 
 class TotalTimeout(Exception):
-    pass
-
-
-class EventTooLarge(Exception):
     pass
