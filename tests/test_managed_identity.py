@@ -61,3 +61,48 @@ def test_identity_endpoint_failure_is_502_naming_route(emulators, upstreams, tmp
     assert response.status_code == 502
     assert "'MI'" in response.json()["error"]["message"]
     assert upstreams["aoai"].requests() == []
+
+
+def echoing_identity_endpoint():
+    """An identity endpoint that answers every token request with an error echoing the request
+    headers, the App Service `X-IDENTITY-HEADER` secret included."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def token(request):
+        echoed = dict(request.headers)
+        return JSONResponse({"statusCode": 400, "message": f"bad request, headers were {echoed}",
+                             "correlationId": echoed.get("x-identity-header")}, status_code=400)
+
+    from emulator.servers import start
+    return start(Starlette(routes=[Route("/msi/token", token)]))
+
+
+def test_identity_endpoint_echoing_its_secret_leaves_no_trace(emulators, tmp_path):
+    secret = "identity-header-secret-6f1c2b9d0a7e"
+    endpoint = echoing_identity_endpoint()
+    settings = {
+        "GATEWAY_API_KEYS": GATEWAY_KEY,
+        "IDENTITY_ENDPOINT": endpoint.url + "/msi/token",
+        "IDENTITY_HEADER": secret,
+        **route("MI", model="gpt-4o", backend="azure-openai", endpoint=emulators.urls["azure_openai"]),
+    }
+    gateway = GatewayProcess({**settings, "AZURE_LOG_LEVEL": "info"}, tmp_path)
+    try:
+        responses = [httpx.post(gateway.url + "/v1/chat/completions", timeout=60,
+                                headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                                json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+                     for _ in range(2)]
+    finally:
+        gateway.stop()
+        endpoint.stop()
+    log = gateway.log()
+    assert [r.status_code for r in responses] == [502, 502]
+    # The log holds the failure and the echoed request (so the echo really happened) ...
+    assert "could not get a token" in log and "x-identity-header" in log.lower(), log
+    # ... but never the secret, in the gateway's lines or azure-identity's.
+    assert secret not in log
+    assert "[redacted]" in log
+    for response in responses:
+        assert secret not in response.text and secret not in str(response.headers)
