@@ -68,9 +68,11 @@ def gateway_settings(emulators) -> dict[str, str]:
                 api_key=keys["azure_ai_serverless"],
                 params={"drop": ["seed"], "rename": {"stop_sequences": "stop"},
                         "defaults": {"max_tokens": 7, "temperature": 0.2}, "set": {"top_p": 0.5}}),
-        # Only for the test that makes it cool down (the gateway is shared by the session).
+        # Only for the test that makes them cool down (the gateway is shared by the session).
         **route("LLAMACOOL", model="llama3-cooldown", backend="azure-ai", endpoint=serverless,
                 api_key=keys["azure_ai_serverless"]),
+        **route("GPTCOOL", model="gpt-4o-cooldown", backend="azure-openai", endpoint=aoai,
+                deployment="gpt-4o", api_key=keys["azure_openai"]),
         **route("MISTRAL", model="mistral-large", backend="azure-ai", endpoint=foundry + "/models",
                 deployment="Mistral-Large-2411", auth="managed-identity"),
         **route("COHERE", model="cohere-embed", backend="azure-ai", endpoint=foundry + "/models",

@@ -170,7 +170,7 @@ def test_upstream_429_and_500_on_single_deployment(gateway, upstreams):
     upstreams["aoai"].fault(status=500, count=1)
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
     with pytest.raises(openai.APIStatusError) as raised:
-        client.chat.completions.create(model="gpt-35-turbo-instruct", messages=USER)
+        client.chat.completions.create(model="gpt-4o-cooldown", messages=USER)
     assert raised.value.status_code == 502
 
 
