@@ -1,16 +1,16 @@
 """The HTTP handlers, Starlette-level: `function_app.py` registers them with Azure Functions and
 `routing.server` serves the same functions on uvicorn.
 
-Each proxied request: inbound key → body (size limit, JSON object) → model → pool → validation
-→ `forward`. Every response carries `x-request-id`; routed ones `x-gateway-route` and
-`x-gateway-attempts`. Every failure is an OpenAI-shaped error.
+Each proxied request: inbound key (before any body byte is read: unauthenticated callers hold
+no body memory) → body (`inbound.body`: size, time and in-flight bounds; strict JSON object) →
+model → pool → validation → `forward`. Every response carries `x-request-id`; routed ones
+`x-gateway-route` and `x-gateway-attempts`. Every failure is an OpenAI-shaped error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import re
 import uuid
@@ -23,6 +23,7 @@ from routing import gateway as runtime
 from routing.upstream.backends import BACKENDS
 from routing.errors import GatewayError, error_response
 from routing.upstream.forward import Call, forward
+from routing.inbound.body import read_json_body
 from routing.inbound.validate import validate_body
 
 # A new id per request without a syscall: a random per-process prefix + a counter (32 hex digits).
@@ -30,39 +31,32 @@ _ID_PREFIX = uuid.uuid4().hex[:20]
 _ID_COUNTER = itertools.count()
 log = logging.getLogger("routing.api")
 WATCH_DISCONNECT_AFTER = 0.5  # seconds
-SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# fullmatch, not `$`: `$` also matches before a trailing newline.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Longer client User-Agents (or non-ASCII, or control characters) are not forwarded upstream.
+MAX_USER_AGENT_CHARS = 256
+MAX_ECHOED_NAME_CHARS = 256
 OPERATION_PATHS = {"chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
                    "embeddings": "/v1/embeddings"}
 
 
 def request_id(request: Request) -> str:
     given = request.headers.get("x-request-id")
-    return given if given and SAFE_REQUEST_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+    return given if given and SAFE_REQUEST_ID.fullmatch(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
-async def _read_json(request: Request, limit: int) -> dict[str, Any]:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "We could not parse the JSON body of your request. The body must "
-                           "be a JSON object.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
+def client_user_agent(request: Request) -> str | None:
+    """The client's User-Agent when it is short printable ASCII (DESIGN §8), else None (the
+    gateway's own is sent): a long or binary one is not the upstream's business to receive."""
+    agent = request.headers.get("user-agent")
+    if agent and len(agent) <= MAX_USER_AGENT_CHARS and agent.isascii() and agent.isprintable():
+        return agent
+    return None
 
 
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"The request body is larger than the gateway's limit of {limit} bytes.",
-                        code="request_too_large")
+def _shown(name: str) -> str:
+    """A client-chosen name as echoed in an error message: bounded."""
+    return name if len(name) <= MAX_ECHOED_NAME_CHARS else name[:MAX_ECHOED_NAME_CHARS] + "..."
 
 
 async def _proxy(request: Request, operation: str, path_model: str | None = None) -> Response:
@@ -71,23 +65,23 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         gateway = runtime.current()
         deadline = asyncio.get_running_loop().time() + gateway.table.gateway.total_timeout
         gateway.inbound.check(request.headers)
-        body = await _read_json(request, gateway.table.gateway.max_body_bytes)
+        body = await read_json_body(request, gateway.table.gateway)
         model = path_model if path_model is not None else body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
                                code="missing_required_parameter")
         pool = gateway.table.pools.get(model)
         if not pool:
-            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access "
-                               "to it.", param="model", code="model_not_found")
+            raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
+                               "have access to it.", param="model", code="model_not_found")
         pool = [r for r in pool if operation in BACKENDS[r.backend].operations]
         if not pool:
-            raise GatewayError(400, f"The model '{model}' does not support "
+            raise GatewayError(400, f"The model '{_shown(model)}' does not support "
                                f"{OPERATION_PATHS[operation]}.", param="model",
                                code="unsupported_operation")
         validate_body(operation, body)
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
-                    body=body, pool=pool, user_agent=request.headers.get("user-agent"),
+                    body=body, pool=pool, user_agent=client_user_agent(request),
                     deadline=deadline, headers=headers)
         return await _forward_while_connected(request, gateway, call)
     except GatewayError as error:
@@ -182,8 +176,8 @@ async def retrieve_model(request: Request) -> Response:
         gateway.inbound.check(request.headers)
         model = request.path_params["model"]
         if model not in gateway.table.pools:
-            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access "
-                               "to it.", param="model", code="model_not_found")
+            raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
+                               "have access to it.", param="model", code="model_not_found")
         return JSONResponse(_model_card(model), headers=headers)
     except GatewayError as error:
         return error_response(error, headers)

@@ -59,7 +59,9 @@ def dropped_header(dropped: list[str]) -> str:
     parts: list[str] = []
     size = 0
     for index, key in enumerate(dropped):
-        encoded = quote(key, safe="")
+        # Only the part that can fit is encoded; surrogatepass: JSON may carry lone surrogates
+        # (`"\ud800"`), which UTF-8 refuses.
+        encoded = quote(key[:MAX_DROPPED_HEADER_CHARS], safe="", errors="surrogatepass")
         if size + len(encoded) + 1 > MAX_DROPPED_HEADER_CHARS:
             parts.append(f"+{len(dropped) - index} more")
             break
@@ -79,6 +81,8 @@ def _rename(body: dict[str, Any], renames, dropped: list[str]) -> None:
 
 
 def _map_role(message: Any, roles) -> Any:
-    if isinstance(message, dict) and message.get("role") in roles:
-        return {**message, "role": roles[message["role"]]}
+    if isinstance(message, dict):
+        role = message.get("role")
+        if isinstance(role, str) and role in roles:  # a list or object role is not hashable
+            return {**message, "role": roles[role]}
     return message
