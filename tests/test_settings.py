@@ -60,6 +60,7 @@ def test_pools_and_draining_weight():
     ({"ROUTE__A__HEADERS": "{not json"}, "ROUTE__A__HEADERS: not valid JSON"),
     ({"ROUTE__A__HEADERS": '{"Authorization": "x"}'}, "ROUTE__A__HEADERS: 'Authorization' is set by the gateway"),
     ({"ROUTE__A__PARAMS": '{"dorp": []}'}, "ROUTE__A__PARAMS: unknown key 'dorp'"),
+    ({"ROUTE__A__PARAMS": '{"set": {"temperature": NaN}}'}, "ROUTE__A__PARAMS: not valid JSON (NaN"),
     ({"ROUTE__A__AUTH": "token"}, "ROUTE__A__AUTH: 'token' is not allowed"),
     ({"ROUTE__A__AUTH": "managed-identity"}, "ROUTE__A__API_KEY: set while ROUTE__A__AUTH is managed-identity"),
     ({"ROUTE__A__API_VERSION": "v1"}, "ROUTE__A__API_VERSION: 'v1' is not an api-version"),

@@ -370,12 +370,17 @@ def _error_field_message(error: dict, fields: dict[str, str]) -> tuple[str, str]
 def _json_object(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            # No NaN/Infinity: a PARAMS value is sent upstream, where it must be strict JSON.
+            value = json.loads(value, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"not valid JSON ({name} is not a JSON value)")
 
 
 def redacted_headers(headers: Mapping[str, str]) -> dict[str, str]:

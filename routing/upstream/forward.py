@@ -166,7 +166,7 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         **route.headers,
         auth_name: auth_value,
     }
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     wait = min(route.timeout, call.deadline - loop.time())
     response = None
     stream: EventStream | None = None
