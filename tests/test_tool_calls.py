@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Literal, Optional
 
 import openai
 import pytest
 from pydantic import BaseModel
+
+from tests.structured_models import Solution
 
 from tests.helpers import GATEWAY_KEY
 
@@ -158,16 +159,6 @@ def test_async_client_streams_tool_calls(gateway):
 
 # --- structured output ----------------------------------------------------------------------------
 
-class Step(BaseModel):
-    explanation: str
-    output: float
-
-
-class Solution(BaseModel):
-    steps: list[Step]
-    final_answer: str
-    confidence: Literal["low", "high"]
-    note: Optional[int]
 
 
 class GetWeather(BaseModel):

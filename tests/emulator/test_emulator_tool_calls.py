@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal, Optional
+from typing import Optional
 
 import pytest
 from pydantic import BaseModel
+
+from tests.structured_models import Solution
 
 from emulator.json_instance import instance_of
 
@@ -146,16 +148,6 @@ def test_aoai_json_object_needs_the_word_json_and_answers_an_object(client, aoai
     assert json.loads(content)["answer"].startswith("Hello! You said: What is the weather?")
 
 
-class Step(BaseModel):
-    explanation: str
-    output: float
-
-
-class Solution(BaseModel):
-    steps: list[Step]
-    final_answer: str
-    confidence: Literal["low", "high"]
-    note: Optional[int]
 
 
 def strict_schema(model) -> dict:
