@@ -98,7 +98,10 @@ def install_log_redaction(registry: SecretRegistry = SECRETS) -> None:
         record = current(*args, **kwargs)
         if not registry:
             return record
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format call: never raise into the caller; keep what it said
+            message = f"{record.msg} {record.args!r}"
         if record.exc_info and record.exc_info[0] is not None:
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
             record.exc_info, record.exc_text = None, None
