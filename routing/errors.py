@@ -73,9 +73,7 @@ def map_upstream_error(status: int, content: bytes) -> dict[str, Any]:
     data = _json(content)
     if isinstance(data, dict):
         return reduce_upstream_error(data, error_type(status), f"The upstream returned HTTP {status}.")
-    text = " ".join(content.decode("utf-8", "replace").split()) if content else ""
-    if len(text) > MAX_TEXT_MESSAGE_CHARS:
-        text = text[:MAX_TEXT_MESSAGE_CHARS] + "…"
+    text = _cut(" ".join(content.decode("utf-8", "replace").split()), MAX_TEXT_MESSAGE_CHARS) if content else ""
     return error_body(text or f"The upstream returned HTTP {status}.", error_type(status))
 
 
@@ -138,10 +136,17 @@ def _json(content: bytes) -> Any:
         return None
 
 
+def _cut(text: str, limit: int) -> str:
+    """Upstream text, bounded. Scrubbed first: a cut through a secret would leave a prefix of it
+    that no later scrub recognises (DESIGN §8)."""
+    text = SECRETS.scrub_text(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _message(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
-    return value if len(value) <= MAX_MESSAGE_CHARS else value[:MAX_MESSAGE_CHARS] + "…"
+    return _cut(value, MAX_MESSAGE_CHARS)
 
 
 def _string(value: Any, limit: int) -> str | None:
@@ -159,16 +164,16 @@ def _detail_message(detail: Any) -> str:
                 msg = item.get("msg") if isinstance(item.get("msg"), str) else "invalid value"
                 parts.append(f"{loc}: {msg}")
         if parts:
-            return "; ".join(parts)[:MAX_MESSAGE_CHARS]
+            return _cut("; ".join(parts), MAX_MESSAGE_CHARS)
     if isinstance(detail, dict) and len(_loc(detail)) > 1:  # Azure AI: {"loc": [...], "input"}
-        return f"Invalid value for {'.'.join(str(p) for p in _loc(detail)[1:])}."
+        return _cut(f"Invalid value for {'.'.join(str(p) for p in _loc(detail)[1:])}.", MAX_MESSAGE_CHARS)
     return "The upstream rejected the request as invalid."
 
 
 def _detail_param(detail: Any) -> str | None:
     first = detail[0] if isinstance(detail, list) and detail else detail
     loc = _loc(first) if isinstance(first, dict) else []
-    return str(loc[1])[:MAX_IDENTIFIER_CHARS] if len(loc) > 1 else None
+    return _cut(str(loc[1]), MAX_IDENTIFIER_CHARS) if len(loc) > 1 else None
 
 
 def _detail_code(detail: Any) -> str | None:

@@ -30,20 +30,33 @@ CLIENTS = 10
 KEYS: dict[str, str] = {}  # emulator URL → its key
 
 
-@pytest.fixture
-def relay_gateway():
+def start_relay_gateway(**gateway_settings: str):
     from emulator.servers import start, start_all
 
     emulators = start_all(names=["azure_openai"])
     upstream_url = emulators.urls["azure_openai"]
     key = emulators.keys["azure_openai"][0]
     runtime = importlib.import_module("routing.gateway")
-    gateway = runtime.configure({"GATEWAY_API_KEYS": GATEWAY_KEY, **route(
+    gateway = runtime.configure({"GATEWAY_API_KEYS": GATEWAY_KEY, **gateway_settings, **route(
         "S", model="streamer", backend="azure-openai", endpoint=upstream_url, api_key=key,
         deployment="gpt-4o")})
     server = start(importlib.import_module("routing.server").create_app(), lifespan="on")
     KEYS[upstream_url] = key
-    yield server.url, upstream_url, gateway
+    return server, emulators, (server.url, upstream_url, gateway)
+
+
+@pytest.fixture
+def relay_gateway():
+    server, emulators, handles = start_relay_gateway()
+    yield handles
+    server.stop()
+    emulators.stop()
+
+
+@pytest.fixture
+def short_total_gateway():
+    server, emulators, handles = start_relay_gateway(GATEWAY_TOTAL_TIMEOUT="3")
+    yield handles
     server.stop()
     emulators.stop()
 
@@ -187,3 +200,24 @@ def test_a_cancellation_inside_a_blocked_send_closes_the_relay(relay_gateway):
     assert closed, "the relay generator was not observed"
     assert all(closed), "the relay is still suspended at its yield"
     assert acquired == 0, "the upstream connection is still held"
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_total_time_limit(short_total_gateway):
+    """The relay checks GATEWAY_TOTAL_TIMEOUT between upstream reads; blocked in `send` to a
+    client that does not read, only the response itself can end the request on time."""
+    url, upstream_url, gateway = short_total_gateway
+    port = int(url.rsplit(":", 1)[1])
+    assert httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                      json={"model": "streamer", "messages": [{"role": "user", "content": "hi"}]},
+                      timeout=30).status_code == 200  # the shared upstream client exists from here on
+    connector = gateway.client.connector
+    configure(upstream_url, answer_words=12000, chunk_delay=0)
+    client = open_non_reading_client(port)
+    try:
+        wait_until(lambda: len(connector._acquired) == 1, 10)
+        started = time.monotonic()
+        took = wait_until(lambda: not connector._acquired, 10)  # total limit 3 s (+1 s grace)
+        assert took < 6, f"the stream outlived the total time limit by {took - 3:.1f} s"
+        assert time.monotonic() - started < 6
+    finally:
+        client.close()

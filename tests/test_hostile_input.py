@@ -37,7 +37,8 @@ def hostile(emulators, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tight(emulators, tmp_path_factory):
     """Bounds small enough to fill: 1 MiB body limit = 1 MiB in-flight budget, 1 s body timeout.
-    One reserved body fills the budget, so any leak shows as a 503 on the next request."""
+    One body of nearly 1 MiB that has arrived fills the budget, so any leak shows as a 503 on the
+    next nearly-1-MiB request (`chat_filling`)."""
     settings = {**gateway_settings(emulators), "GATEWAY_MAX_BODY_BYTES": str(MiB),
                 "GATEWAY_MAX_INFLIGHT_BODY_BYTES": str(MiB), "GATEWAY_BODY_TIMEOUT": "1"}
     process = GatewayProcess(settings, tmp_path_factory.mktemp("tight"))
@@ -113,6 +114,19 @@ def post(gateway, content: str | bytes) -> httpx.Response:
 CHAT_PREFIX = '{"model":"llama3","messages":[{"role":"user","content":"hi"}],'
 
 
+def chat_filling(gateway, size: int = MiB - 64) -> httpx.Response:
+    """A valid chat body of `size` bytes: on `tight`, a 200 only when (nearly) all of the
+    in-flight budget is free, so a leaked byte count shows."""
+    prefix = '{"model":"llama3","messages":[{"role":"user","content":"'
+    return post(gateway, prefix + "x" * (size - len(prefix) - 4) + '"}]}')
+
+
+def held_body(size: int) -> bytes:
+    """The first `size` bytes of a chat body that never ends (the rest is never sent)."""
+    prefix = b'{"model":"llama3","messages":[{"role":"user","content":"'
+    return prefix + b"x" * (size - len(prefix))
+
+
 # --- 1. many unknown keys: linear, bounded header, responsive meanwhile -------------------------
 
 def test_100k_unknown_keys_cost_milliseconds_and_a_bounded_header(hostile, upstreams, clean):
@@ -168,8 +182,10 @@ def test_100k_unknown_keys_cost_milliseconds_and_a_bounded_header(hostile, upstr
 # --- 2. slow uploads: in-flight budget, body timeout, never leaked ------------------------------
 
 def test_held_uploads_are_bounded_in_memory(emulators, tmp_path):
-    """40 keyed clients each declare 15 MiB and hold their upload half-way: the 128 MiB budget
-    admits 8, the rest get 503 + Retry-After at once, and RSS grows by the admitted bodies only."""
+    """40 keyed clients each declare 15 MiB and send 14 MiB of it, then stall. Only bytes that
+    arrived count against the 128 MiB budget: the declarations alone take nothing, and a client
+    whose bytes would push past it gets 503 + Retry-After; at most 9 hold 14 MiB each (10 would
+    be 140 MiB), and RSS grows by the held bodies only."""
     gateway = GatewayProcess(gateway_settings(emulators), tmp_path)
     socks: list[socket.socket] = []
     try:
@@ -181,9 +197,23 @@ def test_held_uploads_are_bounded_in_memory(emulators, tmp_path):
             sock = connect(gateway)
             sock.sendall(head(length=15 * MiB) + prefix)
             socks.append(sock)
+        time.sleep(0.3)
+        # 40 declared 15 MiB bodies (600 MiB) with a few bytes each arrived: nobody is refused.
+        assert select.select(socks, [], [], 0)[0] == []
+
         rejected: dict[socket.socket, http.client.HTTPResponse] = {}
+        chunk = b"x" * MiB
+        for sock in socks:  # one client after the other sends 14 of its 15 MiB, then stalls
+            for _ in range(14):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered (503): stop sending
+                try:
+                    sock.sendall(chunk)
+                except OSError:  # the gateway answered and closed meanwhile
+                    break
+        time.sleep(1)  # the gateway reads what was sent
         deadline = time.monotonic() + 5
-        while len(rejected) < 32 and time.monotonic() < deadline:
+        while len(rejected) < 31 and time.monotonic() < deadline:
             readable, _, _ = select.select([s for s in socks if s not in rejected], [], [], 0.5)
             for sock in readable:
                 rejected[sock] = response_of(sock)
@@ -191,13 +221,8 @@ def test_held_uploads_are_bounded_in_memory(emulators, tmp_path):
         for response in rejected.values():
             openai_error(response, 503, "server_busy")
             assert response.getheader("retry-after") == "1"
-        assert len(rejected) >= 32 and 1 <= len(admitted) <= 8, (len(rejected), len(admitted))
+        assert len(rejected) >= 31 and 1 <= len(admitted) <= 9, (len(rejected), len(admitted))
 
-        chunk = b"x" * MiB
-        for sock in admitted:  # each admitted client sends 14 of its 15 MiB, then stalls
-            for _ in range(14):
-                sock.sendall(chunk)
-        time.sleep(1)  # the gateway reads what was sent
         rss_held, peak = rss_mib(pid), rss_mib(pid, "VmHWM")
         print(f"\nheld uploads: {len(admitted)} admitted, {len(rejected)} refused (503); gateway RSS "
               f"{rss_before:.0f} MiB → {rss_held:.0f} MiB (peak {peak:.0f} MiB)")
@@ -223,16 +248,38 @@ def test_held_uploads_are_bounded_in_memory(emulators, tmp_path):
 
 def test_budget_full_is_503_and_freed_when_the_client_leaves(tight, upstreams):
     holder = connect(tight)
-    holder.sendall(head(length=MiB) + b'{"model":"llama3",')  # reserves the whole budget
+    holder.sendall(head(length=MiB) + held_body(MiB - 16))  # 16 bytes short of the budget
     time.sleep(0.3)
-    busy = chat(tight)
+    busy = chat(tight)  # its ~70 bytes would push past the budget
     assert busy.status_code == 503 and busy.json()["error"]["code"] == "server_busy"
     assert busy.headers["retry-after"] == "1"
     holder.close()  # leaves mid-upload
     deadline = time.monotonic() + 5  # the gateway notices the departure within moments
-    while (ok := chat(tight)).status_code != 200 and time.monotonic() < deadline:
+    while (ok := chat_filling(tight)).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ok.status_code == 200
+    assert ok.status_code == 200  # the whole budget is free again
+
+
+def test_declared_but_unsent_bodies_hold_no_budget(hostile, upstreams, clean):
+    """The attack on reserving Content-Length up front: 10 keyed connections declare 16 MiB each
+    (160 MiB, past the 128 MiB budget) and send nothing. They hold no memory, so they hold none
+    of the budget: a legitimate small POST gets 200 at once, not 503 until their body timeout."""
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(10):
+            sock = connect(hostile)
+            sock.sendall(head(length=16 * MiB))
+            idle.append(sock)
+        time.sleep(0.5)  # the gateway has taken every head and is waiting for the bodies
+        start = time.monotonic()
+        response = chat(hostile)
+        took = time.monotonic() - start
+        assert response.status_code == 200, response.text
+        assert took < 2, took
+        assert select.select(idle, [], [], 0)[0] == []  # none was refused either: still waiting
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def test_unauthenticated_clients_hold_no_body_memory(tight):
@@ -246,14 +293,14 @@ def test_unauthenticated_clients_hold_no_body_memory(tight):
 def test_body_timeout_is_408_and_frees_the_budget(tight):
     slow = connect(tight)
     start = time.monotonic()
-    slow.sendall(head(length=MiB) + b'{"model":')
+    slow.sendall(head(length=MiB) + held_body(MiB - 16))  # fills the budget, then stalls
     error = openai_error(response_of(slow), 408, "request_timeout")
     took = time.monotonic() - start
     assert "1 seconds" in error["message"]
     assert 0.9 <= took < 3, took
     assert closed_by_peer(slow, 3) < 3  # the connection is closed after the 408
     slow.close()
-    assert chat(tight).status_code == 200  # not a 503: the reservation was given back
+    assert chat_filling(tight).status_code == 200  # not a 503: its bytes were given back
 
 
 def test_too_much_body_is_413_and_frees_the_budget(tight):
@@ -267,7 +314,7 @@ def test_too_much_body_is_413_and_frees_the_budget(tight):
     declared.sendall(head(length=2 * MiB) + b"{")
     openai_error(response_of(declared), 413, "request_too_large")
     declared.close()
-    assert chat(tight).status_code == 200
+    assert chat_filling(tight).status_code == 200  # the chunks taken before the 413 were given back
     assert "Traceback" not in tight.log()
 
 

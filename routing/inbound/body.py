@@ -2,9 +2,12 @@
 
 Reading is bounded in size (GATEWAY_MAX_BODY_BYTES → 413), in time (GATEWAY_BODY_TIMEOUT →
 408) and, across every request of the process, in bytes held while uploads are still arriving
-(GATEWAY_MAX_INFLIGHT_BODY_BYTES → 503 with Retry-After): a declared Content-Length is reserved
-up front, a chunked body as it arrives; the reservation is given back when the body is parsed or
-the request fails, whatever the way out (finally).
+(GATEWAY_MAX_INFLIGHT_BODY_BYTES → 503 with Retry-After). The budget counts only bytes that
+have actually arrived, taken chunk by chunk whatever the Content-Length says: a declared length
+is a promise, not memory, and reserving it up front would let a few clients that declare large
+bodies and send nothing hold the whole budget (503 for everyone) at no cost. What a request took
+is given back when the body is parsed or the request fails, whatever the way out (finally). A
+declared Content-Length over the body limit is still a 413 before any byte is read.
 
 Parsing accepts only what every upstream accepts: no NaN/Infinity, no number that overflows a
 double or Python's int-string limit, nesting at most MAX_JSON_DEPTH; and at most
@@ -43,7 +46,8 @@ MAX_LENGTH_DIGITS = 18
 
 
 class InflightBodyBytes:
-    """Bytes of request bodies being uploaded to this process right now (one per process)."""
+    """Body bytes received, and still held, by the uploads in progress in this process right now
+    (one per process): what has arrived, never what a Content-Length promises."""
 
     def __init__(self) -> None:
         self.used = 0
@@ -68,7 +72,7 @@ async def read_json_body(request: Request, config) -> dict[str, Any]:
     declared = declared_length(request.headers.get("content-length"))
     if declared is not None and declared > limit:
         raise too_large(limit)
-    held = 0
+    held = 0  # bytes received so far = bytes taken from INFLIGHT (given back in `finally`)
     # The body timeout is one bare timer that cancels this task (what asyncio.timeout does, for
     # under half of its ~4 µs per request): cancelled in `finally`; a cancellation becomes a
     # 408 only when this timer made it (the same test as asyncio.timeout's).
@@ -77,18 +81,18 @@ async def read_json_body(request: Request, config) -> dict[str, Any]:
     expired = []
     timer = asyncio.get_running_loop().call_later(config.body_timeout, _expire, task, expired)
     try:
-        if declared:
-            INFLIGHT.take(declared, config.max_inflight_body_bytes)
-            held = declared
         data: bytes | bytearray = b""
         try:
             async for chunk in request.stream():
-                size = len(data) + len(chunk)
+                if not chunk:  # the stream's closing b"" (and any empty message): nothing to count
+                    continue
+                size = held + len(chunk)
                 if size > limit:
                     raise too_large(limit)
-                if size > held:  # no Content-Length (or more than it said): count as it comes
-                    INFLIGHT.take(size - held, config.max_inflight_body_bytes)
-                    held = size
+                # Only bytes that arrived count, never the declared length: a small body in one
+                # chunk is one take here and one give-back in `finally`.
+                INFLIGHT.take(len(chunk), config.max_inflight_body_bytes)
+                held = size
                 if not data:
                     data = chunk  # the usual case: the whole body in one piece, no copy
                 else:

@@ -15,11 +15,13 @@ test values.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import traceback
 from collections import deque
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 MIN_SECRET_LENGTH = 8
 REDACTED = "[redacted]"
@@ -77,6 +79,23 @@ class SecretRegistry:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
+
+    def scrub_json(self, payload: bytes, decoded: Any = None) -> bytes:
+        """A JSON payload scrubbed, secrets written with JSON escapes (`\\u0073k-...`, `\\/`)
+        included: those are looked for in the decoded strings (`decoded`, when the caller parsed
+        the payload already). Only payloads holding such escapes pay for the decoding."""
+        payload = self.scrub_bytes(payload)
+        if not self._texts or (b"\\u" not in payload and b"\\/" not in payload):
+            return payload
+        try:
+            value = json.loads(payload) if decoded is None else decoded
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            return payload
+        if not self.found_in(text):
+            return payload
+        # Re-encoded ASCII-escaped: a lone surrogate from the upstream cannot break the UTF-8.
+        return json.dumps(json.loads(self.scrub_text(text)), separators=(",", ":")).encode()
 
     def found_in(self, data: bytes | str) -> bool:
         secrets = self._bytes if isinstance(data, bytes) else self._texts

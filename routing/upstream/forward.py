@@ -233,8 +233,9 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
                         headers=headers)
     if not call.stream:
         if not is_json_object(content):
-            return _protocol_failure(route, "a success answer that is not a JSON object")
-        return Response(SECRETS.scrub_bytes(content), status_code=status, headers=headers,
+            return _protocol_failure(route, "a success answer that is not a JSON object (or holds "
+                                     "more arrays and objects than any real answer)")
+        return Response(SECRETS.scrub_json(content), status_code=status, headers=headers,
                         media_type="application/json")
     if stream is None:
         return _protocol_failure(route, "a streamed request answered without an event stream")
@@ -243,7 +244,8 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         return _protocol_failure(route, "a first event that is not a JSON object")
     events = relay(response, chunks, stream, first, idle=gateway.table.gateway.stream_idle_timeout,
                    deadline=call.deadline)
-    return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"})
+    return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"},
+                               deadline=call.deadline, route_id=route.id)
 
 
 def _protocol_failure(route: Route, reason: str) -> Failure:

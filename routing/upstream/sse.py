@@ -115,9 +115,11 @@ class EventStream:
                 ending = b"data: " + json.dumps(reduced).encode() + EVENT_END
                 self.ended = True
                 break
-            out.append(self.usage.take(payload, data) if self.usage is not None else payload)
-        # One scrub per block: an upstream may echo a key in any event (DESIGN §8).
-        return SECRETS.scrub_bytes(frame(out) + ending) if out or ending else b""
+            if self.usage is not None:
+                payload = self.usage.take(payload, data)
+            # An upstream may echo a key in any event, JSON-escaped too (DESIGN §8).
+            out.append(SECRETS.scrub_json(payload, data))
+        return frame(out) + SECRETS.scrub_bytes(ending) if out or ending else b""
 
 
 async def first_events(stream: EventStream, chunks: AsyncIterator[bytes]) -> bytes:
@@ -154,23 +156,31 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
         try:
             if first:
                 yield first
+            # Idle time counts from the last event relayed, not the last byte read: comments or
+            # keep-alive lines (never relayed) do not keep a silent stream open.
+            last_event = loop.time()
             while not stream.ended:
-                left = deadline - loop.time()
+                now = loop.time()
+                left = deadline - now
                 if left <= 0:
                     raise TotalTimeout
+                quiet = idle - (now - last_event)
+                if quiet <= 0:
+                    raise TimeoutError
                 try:
-                    chunk = await next_chunk(chunks, min(idle, left))
+                    chunk = await next_chunk(chunks, min(quiet, left))
                 except StopAsyncIteration:
                     out = stream.finish()
                     if out:
                         yield out
                     break
                 except TimeoutError:
-                    if left < idle:
+                    if left < quiet:
                         raise TotalTimeout from None
                     raise
                 out = stream.feed(chunk)
                 if out:
+                    last_event = loop.time()
                     yield out
             if stream.protocol_error:
                 log.warning("route %s: stream ended early: %s", route_id, stream.protocol_error)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from routing.inbound.body import MAX_JSON_CONTAINERS, count_containers
+
 DONE = b"[DONE]"
 EVENT_END = b"\n\n"
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one event larger than this is a broken upstream
@@ -114,7 +116,13 @@ def is_json_object(content: bytes) -> bool:
 
 def _decode(decoder: json.JSONDecoder, content: bytes) -> Any:
     try:
-        data = decoder.decode(content.decode("utf-8"))
+        text = content.decode("utf-8")
+        # Past this many arrays + objects, parsing itself is the attack (memory ~25x the bytes,
+        # seconds of CPU): no real answer or event holds that many (DESIGN §8).
+        if (content.count(b"{") + content.count(b"[") > MAX_JSON_CONTAINERS
+                and count_containers(text) > MAX_JSON_CONTAINERS):
+            return NOT_JSON
+        data = decoder.decode(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return NOT_JSON
     return data if isinstance(data, dict) else NOT_JSON

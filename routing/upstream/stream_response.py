@@ -6,28 +6,46 @@ non-reading client), the relay generator is left suspended at its `yield`: its `
 closes the upstream response, runs only when the garbage collector finalises it, and with the
 reference cycles a cancellation leaves, that can be minutes. Meanwhile the upstream connection
 stays open. This response closes the generator and the upstream itself, on every way out.
+
+The relay enforces GATEWAY_TOTAL_TIMEOUT between upstream reads; a client that stops reading
+blocks the response in `send` instead, where only this response can end it at the deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncGenerator
 
 import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+log = logging.getLogger("routing.upstream.stream_response")
+# After the deadline, the relay's own limit ends a stream it is still reading (with an error
+# event the client sees); this response's limit only has to catch a send that never returns.
+SEND_GRACE_SECONDS = 1.0
+
 
 class EventStreamResponse(StreamingResponse):
     def __init__(self, events: AsyncGenerator[bytes, None], upstream: aiohttp.ClientResponse,
-                 status_code: int, headers: dict[str, str]):
+                 status_code: int, headers: dict[str, str], deadline: float, route_id: str):
         super().__init__(events, status_code=status_code, media_type="text/event-stream",
                          headers=headers)
         self.events = events
         self.upstream = upstream
+        self.deadline = deadline  # event-loop time: the request's GATEWAY_TOTAL_TIMEOUT
+        self.route_id = route_id
 
     async def stream_response(self, send: Send) -> None:
         try:
-            await super().stream_response(send)
+            async with asyncio.timeout_at(self.deadline + SEND_GRACE_SECONDS):
+                await super().stream_response(send)
+        except TimeoutError:
+            # Only reachable blocked in `send`: the client stopped reading. It cannot be told
+            # (it does not read); the connection ends without the response's end.
+            log.warning("route %s: the client stopped reading the stream; ended at the gateway's "
+                        "total time limit (GATEWAY_TOTAL_TIMEOUT)", self.route_id)
         finally:
             # The relay's own `finally` (release or close the upstream) runs now. Its cleanup does
             # not await, so this finishes even inside an already-cancelled scope.
