@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from routing.telemetry import redaction
 from routing.telemetry.redaction import SecretRegistry, install_log_redaction
 
 
@@ -51,11 +52,9 @@ def captured():
 
 
 def test_every_log_record_is_scrubbed(captured):
-    from routing.telemetry.redaction import SECRETS
-
     logger, records = captured
-    install_log_redaction()
-    SECRETS.add("test-secret", "log-secret-0123456789")  # stays registered: harmless here
+    install_log_redaction()  # this module's registry (tests elsewhere re-import routing)
+    redaction.SECRETS.add("test-secret", "log-secret-0123456789")  # stays registered: harmless here
     logger.info("key %s", "log-secret-0123456789")
     try:
         raise ValueError("echoed log-secret-0123456789")

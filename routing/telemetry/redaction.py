@@ -110,8 +110,8 @@ def install_log_redaction(registry: SecretRegistry = SECRETS) -> None:
     applied) and its traceback (folded into the message, so handlers that read `exc_info`
     themselves, such as OpenTelemetry's, cannot see an unscrubbed exception message)."""
     current = logging.getLogRecordFactory()
-    if getattr(current, "redacts_secrets", False):
-        return
+    if getattr(current, "redacts_secrets", None) is registry:
+        return  # installed already (a re-imported module brings a registry of its own)
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = current(*args, **kwargs)
@@ -129,5 +129,5 @@ def install_log_redaction(registry: SecretRegistry = SECRETS) -> None:
             record.stack_info = registry.scrub_text(record.stack_info)
         return record
 
-    factory.redacts_secrets = True  # type: ignore[attr-defined]
+    factory.redacts_secrets = registry  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
