@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -25,6 +27,9 @@ from routing.errors import GatewayError, error_response
 from routing.upstream.forward import Call, forward
 from routing.inbound.body import read_json_body
 from routing.inbound.validate import validate_body
+from routing.telemetry import access_log  # noqa: F401  (registers the access-log sink)
+from routing.telemetry.record import RequestRecord, finish
+from routing.upstream.stream_response import EventStreamResponse
 
 # A new id per request without a syscall: a random per-process prefix + a counter (32 hex digits).
 _ID_PREFIX = uuid.uuid4().hex[:20]
@@ -61,6 +66,7 @@ def _shown(name: str) -> str:
 
 async def _proxy(request: Request, operation: str, path_model: str | None = None) -> Response:
     headers = {"x-request-id": request_id(request)}
+    record = RequestRecord(headers["x-request-id"], operation)
     try:
         gateway = runtime.current()
         deadline = asyncio.get_running_loop().time() + gateway.table.gateway.total_timeout
@@ -70,6 +76,8 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
                                code="missing_required_parameter")
+        record.model = _shown(model)
+        record.stream = body.get("stream") is True
         pool = gateway.table.pools.get(model)
         if not pool:
             raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
@@ -82,14 +90,34 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         validate_body(operation, body)
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=client_user_agent(request),
-                    deadline=deadline, headers=headers)
-        return await _forward_while_connected(request, gateway, call)
+                    deadline=deadline, headers=headers, record=record)
+        response = await _forward_while_connected(request, gateway, call)
     except GatewayError as error:
-        return error_response(error, headers)
+        response = error_response(error, headers)
     except Exception:  # a bug must still answer in the OpenAI shape, with the request id
         log.exception("request %s: unexpected error", headers["x-request-id"])
-        return error_response(GatewayError(500, "The gateway failed to process the request.",
-                                           code="internal_error"), headers)
+        response = error_response(GatewayError(500, "The gateway failed to process the request.",
+                                               code="internal_error"), headers)
+    return answered(response, record)
+
+
+def answered(response: Response, record: RequestRecord) -> Response:
+    """The response with `x-gateway-overhead-ms`; its record closed unless a stream still runs
+    (the stream closes it when it ends)."""
+    response.headers["x-gateway-overhead-ms"] = f"{record.overhead_ms():.2f}"
+    if not isinstance(response, EventStreamResponse):
+        finish(record, response.status_code, error_code(response))
+    return response
+
+
+def error_code(response: Response) -> str | None:
+    """The OpenAI error code of an error response the gateway built (for the record)."""
+    if response.status_code < 400:
+        return None
+    try:
+        return json.loads(response.body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def _forward_while_connected(request: Request, gateway, call: Call) -> Response:
@@ -160,37 +188,46 @@ def _model_card(model: str) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     headers = {"x-request-id": request_id(request)}
+    record = RequestRecord(headers["x-request-id"], "models")
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
         data = [_model_card(m) for m in gateway.table.models]
-        return JSONResponse({"object": "list", "data": data}, headers=headers)
+        response = JSONResponse({"object": "list", "data": data}, headers=headers)
     except GatewayError as error:
-        return error_response(error, headers)
+        response = error_response(error, headers)
+    return answered(response, record)
 
 
 async def retrieve_model(request: Request) -> Response:
     headers = {"x-request-id": request_id(request)}
+    record = RequestRecord(headers["x-request-id"], "models")
     try:
         gateway = runtime.current()
         gateway.inbound.check(request.headers)
         model = request.path_params["model"]
+        record.model = _shown(model)
         if model not in gateway.table.pools:
             raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
-        return JSONResponse(_model_card(model), headers=headers)
+        response = JSONResponse(_model_card(model), headers=headers)
     except GatewayError as error:
-        return error_response(error, headers)
+        response = error_response(error, headers)
+    return answered(response, record)
 
 
 async def health(request: Request) -> Response:
-    """Liveness plus configuration validity; says nothing about routes to anonymous callers."""
+    """Liveness plus configuration validity; says nothing about routes to anonymous callers.
+    Not in the access log: platform probes call it every few seconds."""
+    started = time.perf_counter()
     headers = {"x-request-id": request_id(request)}
     try:
         runtime.current()
+        response = JSONResponse({"status": "ok"}, headers=headers)
     except GatewayError as error:
-        return error_response(error, headers)
-    return JSONResponse({"status": "ok"}, headers=headers)
+        response = error_response(error, headers)
+    response.headers["x-gateway-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
+    return response
 
 
 # (route template, methods, handler): the one list both hosts register.

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,13 @@ from starlette.responses import Response
 
 from routing.config.settings import Route
 from routing.errors import GatewayError, map_upstream_error
+from routing.telemetry.record import RequestRecord
 from routing.telemetry.redaction import SECRETS
 from routing.upstream.normalize import dropped_header, normalize
 from routing.upstream.retry_hints import retry_delay
 from routing.upstream.sse import EventStream, UsageChunk, first_events, relay
-from routing.upstream.sse_events import EventTooLarge, is_json_object
+from routing.upstream.sse_events import NOT_JSON, EventTooLarge, checked_json_object
+from routing.upstream.usage import asks_for_usage
 from routing.upstream.stream_response import EventStreamResponse
 
 log = logging.getLogger("routing.upstream.forward")
@@ -60,6 +63,8 @@ class Call:
     user_agent: str | None
     deadline: float  # event-loop time by which the whole request must be over
     headers: dict[str, str] = field(default_factory=dict)  # response headers so far
+    # What the access log and metrics get (api opens it; streams close it when they end).
+    record: RequestRecord = field(default_factory=lambda: RequestRecord(""))
 
     @property
     def stream(self) -> bool:
@@ -105,6 +110,7 @@ async def forward(gateway, call: Call) -> Response:
             break
         call.headers["x-gateway-route"] = route.id
         call.headers["x-gateway-attempts"] = str(attempt)
+        call.record.route, call.record.backend, call.record.attempts = route.id, route.backend, attempt
         try:
             outcome = await _attempt(gateway, call, route)
         except GatewayError:
@@ -147,6 +153,10 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         call.headers["x-gateway-dropped-params"] = dropped_header(dropped)
     else:
         call.headers.pop("x-gateway-dropped-params", None)
+    call.record.dropped_params = len(dropped)
+    # Usage is counted for every stream (DESIGN §12): ask for it where the client did not.
+    own_usage = call.stream and not call.wants_usage and asks_for_usage(body, route, call.operation,
+                                                                         gateway.rules(route, call.operation))
     loop = asyncio.get_running_loop()
     if route.auth == "key":
         auth_name, auth_value = gateway.credentials.key_header(route)
@@ -171,6 +181,7 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     response = None
     stream: EventStream | None = None
     first = content = b""
+    waited = time.perf_counter()
     try:
         async with asyncio.timeout(wait):
             # No redirects: they would carry the route's key to another origin.
@@ -179,7 +190,7 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
             status = response.status
             if call.stream and status < 300 and _is_event_stream(response):
                 usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
-                stream = EventStream(route.id, usage)
+                stream = EventStream(route.id, usage, call.record, strip_usage=own_usage)
                 chunks = response.content.iter_any().__aiter__()
                 # Commit to this deployment only once its first event arrived and passed the
                 # checks: until a byte reached the client, a broken stream can still fail over.
@@ -210,6 +221,8 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         if response is None:
             return Failure(route, "connect")
         return Failure(route, "broken", reason=f"the answer broke off ({type(exc).__name__})")
+    finally:
+        call.record.upstream_seconds += time.perf_counter() - waited  # not the gateway's overhead
 
     if status in (408, 429) or status >= 500:
         return Failure(route, "status", status, content, {k.lower(): v for k, v in response.headers.items()})
@@ -232,9 +245,12 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         return Response(SECRETS.scrub_bytes(error), status_code=status, media_type="application/json",
                         headers=headers)
     if not call.stream:
-        if not is_json_object(content):
+        answer = checked_json_object(content)
+        if answer is NOT_JSON:
             return _protocol_failure(route, "a success answer that is not a JSON object (or holds "
                                      "more arrays and objects than any real answer)")
+        call.record.take_usage(answer.get("usage"))
+        call.record.response_model = answer.get("model") if isinstance(answer.get("model"), str) else None
         return Response(SECRETS.scrub_json(content), status_code=status, headers=headers,
                         media_type="application/json")
     if stream is None:
@@ -244,8 +260,11 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         return _protocol_failure(route, "a first event that is not a JSON object")
     events = relay(response, chunks, stream, first, idle=gateway.table.gateway.stream_idle_timeout,
                    deadline=call.deadline)
+    call.record.mark_first_byte()
+    headers["x-gateway-overhead-ms"] = f"{call.record.overhead_ms():.2f}"
     return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"},
-                               deadline=call.deadline, route_id=route.id)
+                               deadline=call.deadline, route_id=route.id, record=call.record,
+                               stream=stream)
 
 
 def _protocol_failure(route: Route, reason: str) -> Failure:

@@ -22,9 +22,11 @@ from typing import Any
 import aiohttp
 
 from routing.errors import error_body, reduce_upstream_error
+from routing.telemetry.record import RequestRecord
 from routing.telemetry.redaction import SECRETS
 from routing.upstream.sse_events import (DONE, EVENT_END, MAX_EVENT_BYTES, NOT_JSON, EventSplitter,
                                          EventTooLarge, event_payloads, frame, json_object)
+from routing.upstream.usage import without_usage_member
 
 log = logging.getLogger("routing.upstream.sse")
 
@@ -69,9 +71,13 @@ class EventStream:
     or a protocol error (`protocol_error`, the reason; the output then ends with an error event).
     """
 
-    def __init__(self, route_id: str, usage: UsageChunk | None):
+    def __init__(self, route_id: str, usage: UsageChunk | None, record: RequestRecord | None = None,
+                 strip_usage: bool = False):
         self.route_id = route_id
         self.usage = usage
+        self.record = record if record is not None else RequestRecord("")
+        self.strip_usage = strip_usage  # the gateway asked for usage, the client did not
+        self.failure_code: str | None = None  # how the stream ended early, for the record
         self.splitter = EventSplitter()
         self.done = False
         self.ended = False
@@ -105,6 +111,7 @@ class EventStream:
             data = json_object(payload)
             if data is NOT_JSON:
                 self.protocol_error = "The upstream sent an event that is not a JSON object."
+                self.failure_code = "upstream_protocol_error"
                 ending = error_event(f"{self.protocol_error} The response is incomplete "
                                      f"(route '{self.route_id}').", "upstream_protocol_error")
                 self.ended = True
@@ -112,10 +119,20 @@ class EventStream:
             if data.get("error"):
                 log.warning("route %s: the upstream ended the stream with an error event", self.route_id)
                 reduced = reduce_upstream_error(data, "server_error")
+                self.failure_code = reduced["error"].get("code") or "upstream_error"
                 ending = b"data: " + json.dumps(reduced).encode() + EVENT_END
                 self.ended = True
                 break
-            if self.usage is not None:
+            reported = data.get("usage")
+            if reported:
+                self.record.take_usage(reported)
+            if self.record.response_model is None and isinstance(data.get("model"), str) and data["model"]:
+                self.record.response_model = data["model"]
+            if self.strip_usage:
+                if reported and not data.get("choices"):
+                    continue  # the usage chunk the client did not ask for
+                payload = without_usage_member(payload)
+            elif self.usage is not None:
                 payload = self.usage.take(payload, data)
             # An upstream may echo a key in any event, JSON-escaped too (DESIGN §8).
             out.append(SECRETS.scrub_json(payload, data))
@@ -185,15 +202,20 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
             if stream.protocol_error:
                 log.warning("route %s: stream ended early: %s", route_id, stream.protocol_error)
             elif not stream.ended:
-                failure = "The upstream closed the stream before it was complete."
+                failure, stream.failure_code = ("The upstream closed the stream before it was complete.",
+                                                "upstream_stream_error")
         except EventTooLarge:
             failure = f"The upstream sent an event larger than {MAX_EVENT_BYTES} bytes."
+            stream.failure_code = "upstream_stream_error"
         except TotalTimeout:
             failure = "The gateway's total time limit (GATEWAY_TOTAL_TIMEOUT) was reached."
+            stream.failure_code = "total_timeout"
         except TimeoutError:
             failure = f"The upstream sent nothing for {idle:g} seconds (GATEWAY_STREAM_IDLE_TIMEOUT)."
+            stream.failure_code = "upstream_timeout"
         except (aiohttp.ClientError, OSError) as exc:
             failure = f"The upstream stream failed: {type(exc).__name__}."
+            stream.failure_code = "upstream_stream_error"
         if failure:
             log.warning("route %s: stream ended early: %s", route_id, failure)
             yield error_event(f"{failure} The response is incomplete (route '{route_id}').")

@@ -109,9 +109,10 @@ def json_object(content: bytes) -> Any:
     return _decode(_DECODER, content)
 
 
-def is_json_object(content: bytes) -> bool:
-    """Whether `content` is a JSON object (its float values are checked, not converted)."""
-    return _decode(_CHECKER, content) is not NOT_JSON
+def checked_json_object(content: bytes) -> Any:
+    """The JSON object in `content`, or NOT_JSON; its float values are checked, not converted
+    (each becomes the length of its text: enough to read `usage`, `model` and the like)."""
+    return _decode(_CHECKER, content)
 
 
 def _decode(decoder: json.JSONDecoder, content: bytes) -> Any:

@@ -21,6 +21,9 @@ import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from routing.telemetry.record import RequestRecord, finish
+from routing.upstream.sse import EventStream
+
 log = logging.getLogger("routing.upstream.stream_response")
 # After the deadline, the relay's own limit ends a stream it is still reading (with an error
 # event the client sees); this response's limit only has to catch a send that never returns.
@@ -29,24 +32,33 @@ SEND_GRACE_SECONDS = 1.0
 
 class EventStreamResponse(StreamingResponse):
     def __init__(self, events: AsyncGenerator[bytes, None], upstream: aiohttp.ClientResponse,
-                 status_code: int, headers: dict[str, str], deadline: float, route_id: str):
+                 status_code: int, headers: dict[str, str], deadline: float, route_id: str,
+                 record: RequestRecord | None = None, stream: EventStream | None = None):
         super().__init__(events, status_code=status_code, media_type="text/event-stream",
                          headers=headers)
         self.events = events
         self.upstream = upstream
         self.deadline = deadline  # event-loop time: the request's GATEWAY_TOTAL_TIMEOUT
         self.route_id = route_id
+        self.record = record if record is not None else RequestRecord("")
+        self.stream = stream
 
     async def stream_response(self, send: Send) -> None:
+        ended = (499, "client_closed_request")  # unless the stream gets to an end of its own
         try:
             async with asyncio.timeout_at(self.deadline + SEND_GRACE_SECONDS):
                 await super().stream_response(send)
+            code = self.stream.failure_code if self.stream is not None else None
+            ended = (200, None) if code is None else (504 if "timeout" in code else 502, code)
         except TimeoutError:
             # Only reachable blocked in `send`: the client stopped reading. It cannot be told
             # (it does not read); the connection ends without the response's end.
             log.warning("route %s: the client stopped reading the stream; ended at the gateway's "
                         "total time limit (GATEWAY_TOTAL_TIMEOUT)", self.route_id)
+            ended = (504, "total_timeout")
         finally:
+            # The record says how the stream ended (its HTTP status was 200 from the start).
+            finish(self.record, *ended)
             # The relay's own `finally` (release or close the upstream) runs now. Its cleanup does
             # not await, so this finishes even inside an already-cancelled scope.
             try:
