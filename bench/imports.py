@@ -2,8 +2,11 @@
 import of the packages it needs, each in a fresh interpreter, interleaved, medians.
 
 Also: whether `import function_app` pulls in `azure.identity` (it must not: only
-managed-identity routes need it, on first use) or `httptools` (only uvicorn's server needs it, when
-it starts), and which packages it adds to the bare set. Run with the gateway's interpreter (the
+managed-identity routes need it, on first use), `httptools` (only uvicorn's server needs it, when
+it starts) or the metrics exporters (the OpenTelemetry SDK, `azure.monitor`, the OTLP exporter:
+only with APPLICATIONINSIGHTS_CONNECTION_STRING or OTEL_EXPORTER_OTLP_ENDPOINT set, which the
+measurement leaves unset; FastAPI itself imports the OpenTelemetry API, so that one is in the bare
+set), and which packages it adds to the bare set. Run with the gateway's interpreter (the
 runtime venv: requirements.txt only), since what is installed changes what the imports pull in.
 """
 
@@ -51,13 +54,17 @@ for name in added:
 ok = bool(function_app.app.get_functions())
 print(json.dumps({{"azure_identity_imported": "azure.identity" in sys.modules,
                   "httptools_imported": "httptools" in sys.modules,
+                  "metrics_exporters_imported": any(m.startswith(("opentelemetry.sdk", "azure.monitor",
+                                                                  "opentelemetry.exporter"))
+                                                    for m in sys.modules),
                   "modules_added": len(added), "packages_added": tops, "functions_registered": ok}}))
 """
 
 
 def environ(gateway_src=None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ROUTE__", "GATEWAY_", "IDENTITY_", "MSI_", "PYTHONPROFILEIMPORTTIME"))}
+           if not k.startswith(("ROUTE__", "GATEWAY_", "IDENTITY_", "MSI_", "PYTHONPROFILEIMPORTTIME",
+                                "APPLICATIONINSIGHTS_", "OTEL_"))}
     env.update(SETTINGS)
     env["PYTHONPATH"] = f"{gateway_src}:{REPO}" if gateway_src else str(REPO)
     env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -19,6 +19,7 @@ TARGETS = (  # (key, description, limit, comparison)
     ("added_ttfb_ms", "added time to first stream chunk, median (ms)", 1.0, "<="),
     ("import_ratio", "cold import: function_app / its required packages", 1.3, "<="),
     ("azure_identity_imported", "`import function_app` imports azure.identity", False, "=="),
+    ("metrics_exporters_imported", "`import function_app` imports the metrics exporters", False, "=="),
     ("rss_delta_mib", f"gateway RSS growth over the RSS phase (MiB, flat: ≤ {RSS_FLAT_MIB})",
      RSS_FLAT_MIB, "<="),
 )
@@ -102,6 +103,7 @@ def build(mode_name: str, mode, machine: dict, targets: list[tuple[str, str]], r
         "added_ttfb_ms": gw["stream"]["added_ttfb_p50_ms"],
         "import_ratio": cold["ratio"],
         "azure_identity_imported": cold["azure_identity_imported"],
+        "metrics_exporters_imported": cold.get("metrics_exporters_imported", False),
         "rss_delta_mib": (gw["rss"] or {}).get("delta_mib"),
     }
     checks = [{"key": key, "description": text, "value": values[key], "limit": limit, "op": op,

@@ -20,6 +20,7 @@ from routing.errors import GatewayError
 from routing.inbound.auth import InboundAuth
 from routing.upstream.pool import Selector
 from routing.config.settings import Route, RouteTable, SettingsError, load_route_table
+from routing.telemetry.metrics import configure_metrics
 from routing.telemetry.redaction import SECRETS, install_log_redaction
 
 log = logging.getLogger("routing")
@@ -101,6 +102,7 @@ def configure(environ: Mapping[str, str] | None = None) -> Gateway:
                     "behind another authenticating layer")
     register_secrets(table)
     _gateway, _errors = Gateway(table), []
+    configure_metrics(environ)  # once per process; nothing imported unless an exporter is set
     return _gateway
 
 
