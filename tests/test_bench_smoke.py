@@ -81,7 +81,8 @@ def test_every_figure_for_every_target(tiny_run):
     assert _positive(data["upstream"]["cpu_us_per_request"])
     checks = {c["key"]: c for c in data["checks"]}
     assert set(checks) == {"added_latency_ratio", "cpu_ratio", "throughput_ratio", "added_ttfb_ms",
-                           "import_ratio", "azure_identity_imported", "rss_delta_mib"}
+                           "import_ratio", "azure_identity_imported", "metrics_exporters_imported",
+                           "rss_delta_mib"}
     assert all(c["value"] is not None and isinstance(c["pass"], bool) for c in checks.values()), checks
     for label in ("direct (floor)", "bare aiohttp", "gateway", "added latency, c=1, median",
                   "throughput, c=32", "added time to first chunk", "Machine:", "Cold import"):
@@ -102,6 +103,7 @@ def test_gateway_ran_as_deployed(tiny_run):
     assert not {"httpx", "pytest", "checkov", "openai"} & set(packages)  # dev-only tools
     assert env["uvicorn_http"] == "HttpToolsProtocol" and env["uvicorn_loop_auto"] == "asyncio"
     assert data["cold_import"]["httptools_imported"] is False
+    assert data["cold_import"]["metrics_exporters_imported"] is False  # neither exporter configured
     assert data["environments"]["harness"]["python"] == sys.executable
     assert "requirements.txt only" in markdown and "Bare forwarders, upstream, load generator" in markdown
 
