@@ -172,3 +172,39 @@ def test_every_answer_says_the_gateway_s_overhead(gateway, clean):
     for response in answers:
         overhead = float(response.headers["x-gateway-overhead-ms"])
         assert 0 <= overhead < 1000, (response.status_code, overhead)
+
+
+@pytest.fixture(scope="module")
+def impatient(emulators, tmp_path_factory):
+    """A gateway whose route gives up after 1 s, for the timeout outcome."""
+    from tests.conftest import route
+    from tests.helpers import GatewayProcess
+
+    urls, keys = emulators.urls, emulators.keys
+    process = GatewayProcess({"GATEWAY_API_KEYS": GATEWAY_KEY, **route(
+        "QUICK", model="quick", backend="azure-openai", endpoint=urls["azure_openai"],
+        deployment="gpt-4o", api_key=keys["azure_openai"][0], timeout="1")},
+        tmp_path_factory.mktemp("impatient"))
+    yield process
+    process.stop()
+
+
+def test_upstream_failures_have_their_records(impatient, clean, upstreams):
+    aoai = upstreams["aoai"]
+    aoai.fault(match={"deployment": "gpt-4o"}, delay=3, count=1)
+    timed_out = new_id()
+    assert chat(impatient, timed_out, "quick").status_code == 504
+    aoai.fault(match={"deployment": "gpt-4o"}, status=429, retry_after=1, count=1)
+    limited = new_id()
+    assert chat(impatient, limited, "quick").status_code == 429
+    time.sleep(1.2)  # the route's cooldown after the 429
+    aoai.fault(match={"deployment": "gpt-4o"}, cut_after_chunks=3, count=1)
+    cut = new_id()
+    response = chat(impatient, cut, "quick", stream=True)
+    assert response.status_code == 200 and "error" in data_events(response.content)[-1]
+    expected = {timed_out: (504, "upstream_timeout"), limited: (429, "rate_limit_exceeded"),
+                cut: (502, "upstream_stream_error")}
+    for request_id, outcome in expected.items():
+        record = record_for(impatient, request_id)
+        assert (record["status"], record["error_code"]) == outcome, record
+        assert record["route"] == "QUICK" and record["attempts"] == 1
