@@ -107,12 +107,13 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
         uva = forwarder("bare_uvicorn_aiohttp", "bench.bare_uvicorn_aiohttp")
         hx = forwarder("bare_httpx", "bench.bare_httpx", routing_path)
 
-        def gateway_process(name: str, pythonpath: str, python: str | None = gateway_python) -> Server:
+        def gateway_process(name: str, pythonpath: str, python: str | None = gateway_python,
+                            extra_env: dict[str, str] | None = None) -> Server:
             port = free_port()
             cwd = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))  # no local.settings.json
             server = Server(name, _python("routing", "serve", "--port", str(port), python=python),
-                            port, log_dir,
-                            env=gateway_environ(upstream.url), cwd=cwd, pythonpath=pythonpath)
+                            port, log_dir, env={**gateway_environ(upstream.url), **(extra_env or {})},
+                            cwd=cwd, pythonpath=pythonpath)
             servers.append(server)
             return server
 
@@ -129,6 +130,16 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
             Target("gateway", "gateway" + (f" ({gateway_src.name})" if gateway_src else ""),
                    gateway.url + GATEWAY_PATH, gateway_headers, gateway),
         ]
+        # The same gateway with metrics on: OpenTelemetry exporting over OTLP/HTTP every 5 s to a
+        # second fast upstream standing in for a collector (it answers every POST with 200).
+        sink_port = free_port()
+        sink = Server("otlp_sink", _python("bench.fast_upstream", "--port", str(sink_port)), sink_port, log_dir)
+        servers.append(sink)
+        sink.wait_ready(UPSTREAM_PATH, BODY.encode(), upstream_headers)
+        metered = gateway_process("gateway_metrics", routing_path, extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_METRIC_EXPORT_INTERVAL": "5000"})
+        targets.append(Target("gateway_metrics", "gateway + metrics (OTLP)", metered.url + GATEWAY_PATH,
+                              gateway_headers, metered))
         for i, src in enumerate(compare_srcs, start=2):
             other = gateway_process(f"gateway_{i}", f"{src}:{REPO}")
             targets.append(Target(f"gateway_{i}", f"gateway ({src.name})", other.url + GATEWAY_PATH,
