@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import REPO
 
-TARGETS = {"direct", "bare_aiohttp", "bare_uvicorn_aiohttp", "bare_httpx", "gateway"}
+TARGETS = {"direct", "bare_aiohttp", "bare_uvicorn_aiohttp", "bare_httpx", "gateway", "gateway_metrics"}
 SERVERS = TARGETS - {"direct"}
 
 
