@@ -75,6 +75,7 @@ class Target:
     server: Server | None  # None: direct calls (only the upstream works)
     exact: bool = True  # relays the upstream's bytes unchanged (answers are checked byte for byte)
     scale: float = 1.0  # share of the mode's request counts (slow targets get fewer)
+    helpers: tuple[Server, ...] = ()  # other processes it needs (stopped with it)
 
 
 def _python(module: str, *args: str, python: str | None = None) -> list[str]:
@@ -139,7 +140,7 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
         metered = gateway_process("gateway_metrics", routing_path, extra_env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_METRIC_EXPORT_INTERVAL": "5000"})
         targets.append(Target("gateway_metrics", "gateway + metrics (OTLP)", metered.url + GATEWAY_PATH,
-                              gateway_headers, metered))
+                              gateway_headers, metered, helpers=(sink,)))
         for i, src in enumerate(compare_srcs, start=2):
             other = gateway_process(f"gateway_{i}", f"{src}:{REPO}")
             targets.append(Target(f"gateway_{i}", f"gateway ({src.name})", other.url + GATEWAY_PATH,
@@ -290,6 +291,8 @@ def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap
         for target in targets:
             if target.server is not None:
                 target.server.stop()
+            for helper in target.helpers:
+                helper.stop()
         upstream.stop()
 
     data = report.build(mode_name, mode, machine(), [(t.name, t.label) for t in targets], rounds, rss, cold,
