@@ -208,3 +208,14 @@ def test_upstream_failures_have_their_records(impatient, clean, upstreams):
         record = record_for(impatient, request_id)
         assert (record["status"], record["error_code"]) == outcome, record
         assert record["route"] == "QUICK" and record["attempts"] == 1
+
+
+def test_a_model_name_that_is_a_secret_is_redacted_in_the_record(gateway, emulators):
+    """The model name is the record's only client-chosen text (the access log skips the
+    log-wide scrub for speed, so the record scrubs it itself)."""
+    secret = emulators.keys["azure_openai"][0]
+    request_id = new_id()
+    response = chat(gateway, request_id, secret)
+    assert response.status_code == 404 and secret not in response.text
+    record = record_for(gateway, request_id)
+    assert record["model"] == "[redacted]"

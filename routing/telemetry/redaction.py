@@ -26,7 +26,9 @@ from typing import Any
 MIN_SECRET_LENGTH = 8
 REDACTED = "[redacted]"
 REDACTED_BYTES = REDACTED.encode()
-TOKENS_KEPT_PER_SLOT = 2  # a rotated token may still be echoed by an in-flight request
+TOKENS_KEPT_PER_SLOT = 2
+# Loggers whose messages are built from scrubbed parts (the access log): not scanned again.
+PRESCRUBBED_LOGGERS = frozenset({"routing.access"})  # a rotated token may still be echoed by an in-flight request
 
 
 class SecretRegistry:
@@ -115,7 +117,7 @@ def install_log_redaction(registry: SecretRegistry = SECRETS) -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = current(*args, **kwargs)
-        if not registry:
+        if not registry or (record.name in PRESCRUBBED_LOGGERS and not record.args):
             return record
         try:
             message = record.getMessage()
