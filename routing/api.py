@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import re
 import time
@@ -93,9 +92,11 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
                     deadline=deadline, headers=headers, record=record)
         response = await _forward_while_connected(request, gateway, call)
     except GatewayError as error:
+        record.error_code = error.code
         response = error_response(error, headers)
     except Exception:  # a bug must still answer in the OpenAI shape, with the request id
         log.exception("request %s: unexpected error", headers["x-request-id"])
+        record.error_code = "internal_error"
         response = error_response(GatewayError(500, "The gateway failed to process the request.",
                                                code="internal_error"), headers)
     return answered(response, record)
@@ -106,18 +107,8 @@ def answered(response: Response, record: RequestRecord) -> Response:
     (the stream closes it when it ends)."""
     response.headers["x-gateway-overhead-ms"] = f"{record.overhead_ms():.2f}"
     if not isinstance(response, EventStreamResponse):
-        finish(record, response.status_code, error_code(response))
+        finish(record, response.status_code)  # its error_code is set where the error is known
     return response
-
-
-def error_code(response: Response) -> str | None:
-    """The OpenAI error code of an error response the gateway built (for the record)."""
-    if response.status_code < 400:
-        return None
-    try:
-        return json.loads(response.body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 async def _forward_while_connected(request: Request, gateway, call: Call) -> Response:
@@ -148,6 +139,7 @@ async def _forward_while_connected(request: Request, gateway, call: Call) -> Res
             raise
         handler.uncancel()
         log.info("request %s: the client went away; upstream call cancelled", call.request_id)
+        call.record.error_code = "client_closed_request"
         return error_response(GatewayError(499, "The client closed the request.",
                                            code="client_closed_request"), call.headers)
     finally:
@@ -195,6 +187,7 @@ async def list_models(request: Request) -> Response:
         data = [_model_card(m) for m in gateway.table.models]
         response = JSONResponse({"object": "list", "data": data}, headers=headers)
     except GatewayError as error:
+        record.error_code = error.code
         response = error_response(error, headers)
     return answered(response, record)
 
@@ -212,6 +205,7 @@ async def retrieve_model(request: Request) -> Response:
                                "have access to it.", param="model", code="model_not_found")
         response = JSONResponse(_model_card(model), headers=headers)
     except GatewayError as error:
+        record.error_code = error.code
         response = error_response(error, headers)
     return answered(response, record)
 

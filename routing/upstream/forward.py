@@ -34,9 +34,9 @@ from routing.telemetry.record import RequestRecord
 from routing.telemetry.redaction import SECRETS
 from routing.upstream.normalize import dropped_header, normalize
 from routing.upstream.retry_hints import retry_delay
-from routing.upstream.sse import EventStream, UsageChunk, first_events, relay
+from routing.upstream.sse import EventStream, first_events, relay
 from routing.upstream.sse_events import NOT_JSON, EventTooLarge, checked_json_object
-from routing.upstream.usage import asks_for_usage
+from routing.upstream.usage import UsageChunk, asks_for_usage
 from routing.upstream.stream_response import EventStreamResponse
 
 log = logging.getLogger("routing.upstream.forward")
@@ -241,9 +241,10 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
                            code="upstream_auth_failed", headers=NO_RETRY)
     headers = {**call.headers, **forwarded_headers(response.headers)}
     if status >= 400:
-        error = json.dumps(map_upstream_error(status, content)).encode()
-        return Response(SECRETS.scrub_bytes(error), status_code=status, media_type="application/json",
-                        headers=headers)
+        mapped = map_upstream_error(status, content)
+        call.record.error_code = mapped["error"]["code"]
+        return Response(SECRETS.scrub_bytes(json.dumps(mapped).encode()), status_code=status,
+                        media_type="application/json", headers=headers)
     if not call.stream:
         answer = checked_json_object(content)
         if answer is NOT_JSON:
@@ -261,7 +262,6 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     events = relay(response, chunks, stream, first, idle=gateway.table.gateway.stream_idle_timeout,
                    deadline=call.deadline)
     call.record.mark_first_byte()
-    headers["x-gateway-overhead-ms"] = f"{call.record.overhead_ms():.2f}"
     return EventStreamResponse(events, response, status, {**headers, "cache-control": "no-cache"},
                                deadline=call.deadline, route_id=route.id, record=call.record,
                                stream=stream)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 
@@ -26,42 +25,13 @@ from routing.telemetry.record import RequestRecord
 from routing.telemetry.redaction import SECRETS
 from routing.upstream.sse_events import (DONE, EVENT_END, MAX_EVENT_BYTES, NOT_JSON, EventSplitter,
                                          EventTooLarge, event_payloads, frame, json_object)
-from routing.upstream.usage import without_usage_member
+from routing.upstream.usage import UsageChunk, without_usage_member
 
 log = logging.getLogger("routing.upstream.sse")
 
 
 def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
     return b"data: " + json.dumps(error_body(message, "server_error", None, code)).encode() + EVENT_END
-
-
-class UsageChunk:
-    """OpenAI's `stream_options.include_usage` for a backend that reports usage on its finish
-    chunk (Azure AI): usage moves to one `choices: []` chunk before `[DONE]`; a backend that
-    already sends such a chunk is left alone."""
-
-    def __init__(self) -> None:
-        self.usage: Any = None
-        self.template: dict[str, Any] = {}
-        self.sent = False
-
-    def take(self, payload: bytes, data: dict[str, Any]) -> bytes:
-        """A parsed chunk as it goes on: a finish chunk's usage is set aside."""
-        if not data.get("usage"):
-            return payload
-        if not data.get("choices"):
-            self.sent = True  # the backend's own usage chunk
-            return payload
-        self.usage = data["usage"]
-        self.template = {k: data[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in data}
-        data["usage"] = None  # counted once, in the usage chunk
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    def before_done(self) -> list[bytes]:
-        if self.sent or self.usage is None:
-            return []
-        self.sent = True
-        return [json.dumps({**self.template, "choices": [], "usage": self.usage}, separators=(",", ":")).encode()]
 
 
 class EventStream:

@@ -1,4 +1,9 @@
-"""Usage for every stream (DESIGN §12): the gateway asks azure-openai upstreams for
+"""Usage in streams, both ways round.
+
+`UsageChunk`: a client that asked `stream_options.include_usage` of a backend that reports usage
+on its finish chunk (Azure AI) still gets OpenAI's final `choices: []` usage chunk.
+
+Usage for every stream (DESIGN §12): the gateway asks azure-openai upstreams for
 `stream_options.include_usage` itself when the client did not, and takes the answer back out,
 so the client's bytes are exactly those it would get without the gateway's request.
 
@@ -9,6 +14,7 @@ with one `choices: []` chunk carrying the usage. Taking them out works on the by
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -36,3 +42,32 @@ def asks_for_usage(body: dict[str, Any], route: Route, operation: str, rules: Op
 def without_usage_member(payload: bytes) -> bytes:
     """A chunk as it would be without the gateway's `include_usage`: no `"usage":null`."""
     return USAGE_NULL.sub(b"", payload, count=1) if b'"usage"' in payload else payload
+
+
+class UsageChunk:
+    """OpenAI's `stream_options.include_usage` for a backend that reports usage on its finish
+    chunk (Azure AI): usage moves to one `choices: []` chunk before `[DONE]`; a backend that
+    already sends such a chunk is left alone."""
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.template: dict[str, Any] = {}
+        self.sent = False
+
+    def take(self, payload: bytes, data: dict[str, Any]) -> bytes:
+        """A parsed chunk as it goes on: a finish chunk's usage is set aside."""
+        if not data.get("usage"):
+            return payload
+        if not data.get("choices"):
+            self.sent = True  # the backend's own usage chunk
+            return payload
+        self.usage = data["usage"]
+        self.template = {k: data[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in data}
+        data["usage"] = None  # counted once, in the usage chunk
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def before_done(self) -> list[bytes]:
+        if self.sent or self.usage is None:
+            return []
+        self.sent = True
+        return [json.dumps({**self.template, "choices": [], "usage": self.usage}, separators=(",", ":")).encode()]
