@@ -29,10 +29,13 @@ def _check(_: argparse.Namespace) -> int:
 
 def _configure_serve_logging(level: str) -> None:
     """Calm by default: warnings and errors only (no per-request lines from uvicorn, the emulators
-    or the Azure SDK). The access log, `routing.access` (one line per request), stays at INFO."""
+    or the Azure SDK). The access log, `routing.access` (one JSON line per request), stays at
+    INFO, on stdout."""
     root_level = getattr(logging, level.upper())
     logging.basicConfig(level=root_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("routing.access").setLevel(min(logging.INFO, root_level))
+    from routing.telemetry.access_log import to_stdout
+    to_stdout()
 
 
 def _bind_problem(host: str, port: int) -> str | None:

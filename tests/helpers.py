@@ -104,3 +104,8 @@ def sse_events(raw: bytes) -> list[str]:
 
 def data_events(raw: bytes) -> list[dict]:
     return [json.loads(e) for e in sse_events(raw) if e != "[DONE]"]
+
+
+def access_lines(log: str) -> list[str]:
+    """The access-log records in a local gateway's output: the bare JSON lines on its stdout."""
+    return [line for line in log.splitlines() if line.startswith('{"request_id":')]

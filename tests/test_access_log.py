@@ -16,7 +16,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.helpers import GATEWAY_KEY, data_events
+from tests.helpers import GATEWAY_KEY, access_lines, data_events
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 PROMPT = "a prompt whose words must never reach the log"
@@ -34,8 +34,8 @@ def record_for(gateway, request_id: str, wait: float = 5.0) -> dict:
     """The one access record of a request, from the gateway's log."""
     deadline = time.monotonic() + wait
     while True:
-        found = [json.loads(line.split("routing.access: ", 1)[1]) for line in gateway.log().splitlines()
-                 if "routing.access: " in line and f'"request_id":"{request_id}"' in line]
+        found = [json.loads(line) for line in access_lines(gateway.log())
+                 if f'"request_id":"{request_id}"' in line]
         if found or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -156,7 +156,7 @@ def test_a_stream_the_client_leaves_is_recorded_as_499(gateway, clean, upstreams
 
 
 def test_no_content_and_no_secret_in_the_access_log(gateway, emulators):
-    lines = [line for line in gateway.log().splitlines() if "routing.access: " in line]
+    lines = access_lines(gateway.log())
     assert len(lines) >= 5  # the records of this module's requests
     text = "\n".join(lines)
     assert PROMPT not in text and "prompt whose words" not in text

@@ -9,6 +9,7 @@ tokens: only names, counts and times.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -98,6 +99,13 @@ def finish(record: RequestRecord, status: int | None = None, error_code: str | N
     record.duration_ms = round((time.perf_counter() - record.started) * 1000.0, 2)
     if record.ttfb_ms is None:
         record.ttfb_ms = record.duration_ms
+    try:  # after the answer has gone out: a JSON answer is written in this same loop step
+        asyncio.get_running_loop().call_soon(_to_sinks, record)
+    except RuntimeError:  # no loop (a direct call): now
+        _to_sinks(record)
+
+
+def _to_sinks(record: RequestRecord) -> None:
     for sink in SINKS:
         try:
             sink(record)

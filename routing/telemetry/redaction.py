@@ -27,8 +27,6 @@ MIN_SECRET_LENGTH = 8
 REDACTED = "[redacted]"
 REDACTED_BYTES = REDACTED.encode()
 TOKENS_KEPT_PER_SLOT = 2
-# Loggers whose messages are built from scrubbed parts (the access log): not scanned again.
-PRESCRUBBED_LOGGERS = frozenset({"routing.access"})  # a rotated token may still be echoed by an in-flight request
 
 
 class SecretRegistry:
@@ -117,7 +115,7 @@ def install_log_redaction(registry: SecretRegistry = SECRETS) -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = current(*args, **kwargs)
-        if not registry or (record.name in PRESCRUBBED_LOGGERS and not record.args):
+        if not registry:
             return record
         try:
             message = record.getMessage()

@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator
 
 import aiohttp
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from routing.telemetry.record import RequestRecord, finish
 from routing.upstream.sse import EventStream
@@ -42,6 +42,32 @@ class EventStreamResponse(StreamingResponse):
         self.route_id = route_id
         self.record = record if record is not None else RequestRecord("")
         self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Streams in the request's own task; a watcher task cancels it if the client leaves.
+
+        Starlette's way (for servers that, like uvicorn, speak ASGI < 2.4) starts the stream in
+        a new task of an anyio task group: one more event-loop turn, and more work, before the
+        client's first chunk."""
+        streaming = asyncio.current_task()
+        state = {"done": False, "left": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not state["done"]:
+                state["left"] = True
+                streaming.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not state["left"] or streaming.uncancel() > 0:
+                raise  # cancelled from outside, not (only) by the client's leaving
+        finally:
+            state["done"] = True
+            watcher.cancel()
 
     async def stream_response(self, send: Send) -> None:
         ended = (499, "client_closed_request")  # unless the stream gets to an end of its own
