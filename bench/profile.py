@@ -1,6 +1,6 @@
 """Profile a forwarder under load with py-spy: where its CPU goes, by function and by module.
 
-    python -m bench.profile [--target gateway|bare_httpx|bare_aiohttp] [--kind c32|c1|stream]
+    python -m bench.profile [--target gateway|gateway_metrics|bare_httpx|bare_aiohttp] [--kind c32|c1|stream]
                             [--seconds 15] [--out bench/results]
 
 Starts the fast upstream and the target, drives it with the load generator while `py-spy record`
@@ -158,7 +158,7 @@ def print_summary(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="gateway", choices=("gateway", "bare_httpx", "bare_uvicorn_aiohttp", "bare_aiohttp"))
+    parser.add_argument("--target", default="gateway", choices=("gateway", "gateway_metrics", "bare_httpx", "bare_uvicorn_aiohttp", "bare_aiohttp"))
     parser.add_argument("--kind", default="c32", choices=("c32", "c1", "stream"))
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")

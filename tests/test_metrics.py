@@ -340,38 +340,36 @@ def test_unconfigured_imports_no_exporter():
 
 
 def test_sink_attributes_and_bounds():
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
 
-    from routing.telemetry import metrics
+    from routing.telemetry.aggregates import Aggregates, metrics_data
+    from routing.telemetry.metrics import _Sink
     from routing.telemetry.record import RequestRecord
 
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], views=metrics._apim_views(),
-                             shutdown_on_exit=False)
-    sink = metrics._Sink([(provider.get_meter(metrics.METER_NAME),
-                           provider.get_meter(metrics.APIM_METER_NAME))])
+    aggregates = Aggregates(max_series=4)
+    sink = _Sink(aggregates)
     ok = RequestRecord("r1", "chat/completions", model="gpt-4o", route="GPT", backend="azure-openai",
                        status=200, prompt_tokens=11, completion_tokens=5, total_tokens=16,
                        duration_ms=1500.0, response_model="gpt-4o-2024-08-06")
     stream_error = RequestRecord("r2", "chat/completions", model="gpt-4o", route="GPT",
                                  backend="azure-openai", status=200, error_code="upstream_cut",
-                                 duration_ms=10.0)
+                                 duration_ms=10.0, prompt_tokens=3, completion_tokens=1, total_tokens=4)
     unknown = RequestRecord("r3", "embeddings", model="x" * 500, status=404,
                             error_code="model_not_found", duration_ms=1.0)
     listing = RequestRecord("r4", "models", status=200, duration_ms=1.0)
     for record in (ok, stream_error, unknown, listing):
         sink(record)
-    data = reader.get_metrics_data()
+    taken, start = aggregates.take()
+    data = metrics_data(taken, start, start + 10**9, True, Resource.create({}))
     points = [(m.name, dict(p.attributes), p)
               for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
               for p in m.data.data_points]
-    provider.shutdown()
     names = {name for name, _, _ in points}
     assert names == {*GENAI, *APIM}
     durations = {attrs.get("error.type"): p for name, attrs, p in points if name == GENAI[1]}
     assert set(durations) == {None, "upstream_cut", "model_not_found"}
-    assert durations[None].sum == pytest.approx(1.5)
+    assert durations[None].sum == pytest.approx(1.5) and durations[None].count == 1
+    assert sum(durations[None].bucket_counts) == 1 and durations[None].bucket_counts[8] == 1  # (1.28, 2.56]
     ok_attrs = next(attrs for name, attrs, _ in points if name == GENAI[1] and "error.type" not in attrs)
     assert ok_attrs == {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "azure.ai.openai",
                         "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06",
@@ -380,10 +378,22 @@ def test_sink_attributes_and_bounds():
                          if name == GENAI[1] and attrs.get("error.type") == "model_not_found")
     assert unknown_attrs == {"gen_ai.operation.name": "embeddings", "gateway.consumer": "default",
                              "error.type": "model_not_found"}
-    apim = {name: (attrs, p.value) for name, attrs, p in points if name in APIM}
-    assert apim["Total Tokens"] == ({"Consumer": "default", "Model": "gpt-4o", "Route": "GPT",
-                                     "Backend": "azure-openai"}, 16)
-    assert apim["Prompt Tokens"][1] == 11 and apim["Completion Tokens"][1] == 5
+    # One data point per exported attribute set: the APIM counters have four dimensions, so the
+    # two GPT requests (one failed, other response model) are one point, summed.
+    apim = [(name, attrs, p.value) for name, attrs, p in points if name in APIM]
+    assert sorted(apim) == sorted([
+        (name, {"Consumer": "default", "Model": "gpt-4o", "Route": "GPT", "Backend": "azure-openai"}, value)
+        for name, value in (("Prompt Tokens", 14), ("Completion Tokens", 6), ("Total Tokens", 20))])
+    inputs = [p for name, attrs, p in points if name == GENAI[0] and attrs["gen_ai.token.type"] == "input"]
+    assert sorted((p.count, p.sum) for p in inputs) == [(1, 3), (1, 11)]  # two response models
+    assert "error.type" not in str([attrs for name, attrs, _ in points if name == GENAI[0]])
+    # Past the cardinality limit, the overflow series (as the OpenTelemetry specification says).
+    for n in range(6):
+        sink(RequestRecord(f"o{n}", "chat/completions", model="gpt-4o", route=f"R{n}",
+                           backend="azure-openai", status=200, duration_ms=1.0))
+    taken, start = aggregates.take()
+    assert len(taken) == 5 and ("overflow",) in taken and taken[("overflow",)].duration.count == 2
+    assert aggregates.take()[0] == {}  # taken means gone: the next interval starts empty
 
 
 # --- Under the Functions worker's own Azure Monitor setup ---------------------------------
@@ -404,8 +414,9 @@ gateway.configure()
 record = RequestRecord("r1", "chat/completions", model="m", route="A", backend="azure-openai")
 record.take_usage({"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12})
 finish(record, 200)
+metrics.shutdown()  # the gateway's own export, now
 otel_metrics.get_meter_provider().force_flush()
-print(json.dumps({"mode": metrics._state.get("mode"), "own": len(metrics._state.get("providers", []))}))
+print(json.dumps({"worker_provider": type(otel_metrics.get_meter_provider()).__name__}))
 """
 
 
@@ -424,10 +435,10 @@ def test_worker_configured_azure_monitor_is_used_not_duplicated():
                                capture_output=True, text=True, timeout=60)
         assert probe.returncode == 0, probe.stderr[-2000:]
         facts = json.loads(probe.stdout.strip().splitlines()[-1])
-        assert facts == {"mode": "global", "own": 0}
+        assert facts == {"worker_provider": "MeterProvider"}  # the worker's distro did set one
         points = ai_metrics(receiver.wait_for(
             lambda s: ai_sum(ai_metrics(s.envelopes), "Total Tokens")[0] >= 12, timeout=5).envelopes)
-        # Exactly one pipeline: each counter once, under APIM's names (renamed in the worker's provider).
+        # Exported once (by the gateway, not also through the worker's provider), under APIM's names.
         for name, value in (("Prompt Tokens", 7), ("Completion Tokens", 5), ("Total Tokens", 12)):
             matching = [p for p in points if p["name"] == name]
             assert [p["value"] for p in matching] == [value], (name, matching)
