@@ -78,6 +78,35 @@ def _time(code: str, env: dict[str, str], python: str) -> float:
     return time.perf_counter() - start
 
 
+# `import function_app` timed inside the interpreter, after its packages: what the start path pays
+# for our code, with and without an exporter configured (the exporters are built on a thread).
+_IN_PROCESS = """
+import json, time
+import {bare}
+start = time.perf_counter()
+import function_app
+print(json.dumps({{"ms": (time.perf_counter() - start) * 1e3}}))
+"""
+METRICS_ON = {"APPLICATIONINSIGHTS_CONNECTION_STRING":
+              "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/",
+              "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+              "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+              "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+              "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
+
+
+def start_path_ms(python: str, env: dict[str, str], repeats: int) -> dict[str, float]:
+    """Median in-process time of `import function_app` with metrics off and on."""
+    code = _IN_PROCESS.format(bare=", ".join(REQUIRED))
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for name, extra in (("off", {}), ("on", METRICS_ON)):
+            run = subprocess.run([python, "-c", code], env={**env, **extra}, cwd=REPO,
+                                 capture_output=True, text=True, timeout=60, check=True)
+            samples[name].append(json.loads(run.stdout.strip().splitlines()[-1])["ms"])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def measure(repeats: int = 7, gateway_src=None, python: str | None = None) -> dict:
     """`python`: the interpreter to import with (the gateway's venv: what is installed there,
     e.g. orjson, changes what the imports pull in)."""
@@ -98,7 +127,9 @@ def measure(repeats: int = 7, gateway_src=None, python: str | None = None) -> di
     probe = subprocess.run([python, "-c", _PROBE.format(bare=", ".join(REQUIRED))], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     facts = json.loads(probe.stdout.strip().splitlines()[-1])
+    start_path = start_path_ms(python, env, max(3, repeats // 2))
     return {
+        "start_path_ms": start_path,
         "repeats": repeats,
         "python": python,
         "bare_code": BARE_CODE,

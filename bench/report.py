@@ -245,7 +245,10 @@ def markdown(data: dict) -> str:
         f"{_f(c['function_app_ms'], 0)} ms; `{c['bare_code']}` {_f(c['bare_ms'], 0)} ms; "
         f"empty interpreter {_f(c['interpreter_ms'], 0)} ms. azure.identity imported: "
         f"{str(c['azure_identity_imported']).lower()}; httptools imported: "
-        f"{str(c.get('httptools_imported')).lower()}. Other processes used "
+        f"{str(c.get('httptools_imported')).lower()}. `import function_app` after its packages, "
+        f"timed inside the interpreter: {_f(c.get('start_path_ms', {}).get('off'), 0)} ms with no "
+        f"exporter, {_f(c.get('start_path_ms', {}).get('on'), 0)} ms with "
+        f"APPLICATIONINSIGHTS_CONNECTION_STRING set (the exporters are built on a thread). Other processes used "
         f"{c.get('background_cpu_share', 0) * 100:.0f} % of the machine meanwhile.",
         "",
         f"Fast upstream (`bench/fast_upstream.py`): {_f(up['cpu_us_per_request'], 0)} µs CPU per request, "

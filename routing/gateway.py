@@ -90,6 +90,9 @@ def configure(environ: Mapping[str, str] | None = None) -> Gateway:
     environ = os.environ if environ is None else environ
     install_log_redaction()
     quiet_azure_sdk_logging()
+    access = logging.getLogger("routing.access")
+    if access.level == logging.NOTSET:  # one record per request at INFO, whatever the root's level
+        access.setLevel(logging.INFO)
     # Register what is known before validating: an error line must not echo a secret either.
     SECRETS.add_all("environment", (environ.get(name) for name in SECRET_ENVIRONMENT))
     try:

@@ -82,17 +82,18 @@ def configure_metrics(environ: Mapping[str, str] | None = None) -> bool:
         return False
     if (environ.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
         return False
-    try:
-        from routing.telemetry.aggregates import Aggregates
+    from routing.telemetry.aggregates import Aggregates  # no OpenTelemetry import: cheap
+    from routing.telemetry.redaction import SECRETS
 
-        aggregates = Aggregates()
-        pipelines = _pipelines(environ, connection_string, otlp_endpoint, aggregates.started_ns)
-        if not pipelines:
-            return False
-        export = MetricsExport(aggregates, pipelines, _resource(environ), _interval(environ))
-    except Exception:
-        log.exception("metrics are not exported: their exporter could not be set up")
-        return False
+    # OTLP headers often carry a vendor's API key: never in a log line either.
+    for name in OTLP_HEADERS:
+        SECRETS.add_all(("environment", name), (part.partition("=")[2].strip()
+                                                for part in (environ.get(name) or "").split(",")))
+
+    aggregates = Aggregates()
+    export = MetricsExport(aggregates, lambda: _pipelines(environ, connection_string, otlp_endpoint,
+                                                          aggregates.started_ns),
+                           lambda: _resource(environ), _interval(environ))
     sink = _Sink(aggregates)
     _state.update(sink=sink, export=export)
     SINKS.append(sink)
@@ -134,13 +135,19 @@ class Pipeline:
 
 
 class MetricsExport:
-    """The thread that exports every interval, and once more at shutdown."""
+    """The thread that builds the exporters, then exports every interval (and once more at
+    shutdown). Building them imports the SDK and the exporters (~0.35 s): off the start path,
+    so a cold start does not wait for it; requests finished meanwhile are aggregated already."""
 
-    def __init__(self, aggregates, pipelines: list[Pipeline], resource, interval_s: float) -> None:
+    def __init__(self, aggregates, build_pipelines: Callable[[], list[Pipeline]],
+                 build_resource: Callable[[], Any], interval_s: float) -> None:
         self.aggregates = aggregates
-        self.pipelines = pipelines
-        self.resource = resource
+        self.build_pipelines = build_pipelines
+        self.build_resource = build_resource
+        self.pipelines: list[Pipeline] = []
+        self.resource = None
         self.interval_s = interval_s
+        self.ready = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one export at a time (the thread's, or shutdown's)
         self._thread = threading.Thread(target=self._run, name="routing-metrics-export", daemon=True)
@@ -149,6 +156,19 @@ class MetricsExport:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            with self._lock:
+                self.pipelines = self.build_pipelines()
+                self.resource = self.build_resource()
+        except Exception:
+            log.exception("metrics are not exported: their exporter could not be set up")
+        finally:
+            self.ready.set()
+        if not self.pipelines:
+            sink = _state.get("sink")
+            if sink is not None and sink in SINKS:
+                SINKS.remove(sink)
+            return
         while not self._stop.wait(self.interval_s):
             self.export_once()
 
@@ -172,6 +192,7 @@ class MetricsExport:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self.ready.wait(SHUTDOWN_TIMEOUT_MS / 1000)  # still building: what it builds exports last
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(SHUTDOWN_TIMEOUT_MS / 1000)
         self.export_once()
@@ -227,12 +248,6 @@ def _otlp_endpoint(environ: Mapping[str, str]) -> str:
 
 def _pipelines(environ: Mapping[str, str], connection_string: str, otlp_endpoint: str,
                started_ns: int) -> list[Pipeline]:
-    from routing.telemetry.redaction import SECRETS
-
-    # OTLP headers often carry a vendor's API key: never in a log line either.
-    for name in OTLP_HEADERS:
-        SECRETS.add_all(("environment", name), (part.partition("=")[2].strip()
-                                                for part in (environ.get(name) or "").split(",")))
     pipelines = []
     if connection_string:
         from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter
