@@ -40,6 +40,11 @@ async def retrieve_model(req: Request) -> Response:
     return await api.retrieve_model(req)
 
 
+@app.route(route="v1/gateway/usage", methods=["GET"])
+async def gateway_usage(req: Request) -> Response:
+    return await api.gateway_usage(req)
+
+
 @app.route(route="openai/deployments/{name}/chat/completions", methods=["POST"])
 async def azure_chat_completions(req: Request) -> Response:
     return await api.azure_chat_completions(req)

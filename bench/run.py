@@ -170,9 +170,12 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
 
 
 def gateway_environ(upstream_url: str) -> dict[str, str]:
-    """One azure-openai key route to the fast upstream; inbound keys required."""
+    """One azure-openai key route to the fast upstream; the client is a consumer with limits
+    (never reached: every request is counted and admitted as in production)."""
     return {
-        "GATEWAY_API_KEYS": GATEWAY_KEY,
+        "CONSUMER__BENCH__KEYS": GATEWAY_KEY,
+        "CONSUMER__BENCH__TOKENS_PER_MINUTE": str(10**12),
+        "CONSUMER__BENCH__REQUESTS_PER_MINUTE": str(10**12),
         "ROUTE__BENCH__MODEL": "gpt-4o",
         "ROUTE__BENCH__BACKEND": "azure-openai",
         "ROUTE__BENCH__ENDPOINT": upstream_url,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 import time
@@ -26,6 +27,7 @@ from routing.errors import GatewayError, error_response
 from routing.upstream.forward import Call, forward
 from routing.inbound.body import read_json_body
 from routing.inbound.validate import validate_body
+from routing.limits.limiter import RATE_LIMIT_HEADERS
 from routing.telemetry import access_log  # noqa: F401  (registers the access-log sink)
 from routing.telemetry.record import RequestRecord, finish
 from routing.upstream.stream_response import EventStreamResponse
@@ -69,7 +71,7 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
     try:
         gateway = runtime.current()
         deadline = asyncio.get_running_loop().time() + gateway.table.gateway.total_timeout
-        gateway.inbound.check(request.headers)
+        consumer = await identify(gateway, request, headers, record)
         body = await read_json_body(request, gateway.table.gateway)
         model = path_model if path_model is not None else body.get("model")
         if not isinstance(model, str) or not model:
@@ -81,12 +83,19 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         if not pool:
             raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
+        if not consumer.allows(model):
+            raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
+                               f"'{_shown(model)}'.", param="model", code="model_not_allowed")
         pool = [r for r in pool if operation in BACKENDS[r.backend].operations]
         if not pool:
             raise GatewayError(400, f"The model '{_shown(model)}' does not support "
                                f"{OPERATION_PATHS[operation]}.", param="model",
                                code="unsupported_operation")
         validate_body(operation, body)
+        limit_headers = await gateway.limiter.admit(consumer, record, _body_size(request, body), body,
+                                                    [r.id for r in pool])
+        if limit_headers:
+            record.limit_headers = limit_headers
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=client_user_agent(request),
                     deadline=deadline, headers=headers, record=record)
@@ -102,10 +111,33 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
     return answered(response, record)
 
 
+async def identify(gateway, request: Request, headers: dict[str, str], record: RequestRecord):
+    """The calling consumer (401 when none), named in the record and the response headers."""
+    record.consumer = None
+    consumer = await gateway.inbound.authenticate(request.headers)
+    record.consumer = headers["x-gateway-consumer"] = consumer.name
+    return consumer
+
+
+def _body_size(request: Request, body: dict[str, Any]) -> int:
+    """The body's size for the token estimate: its Content-Length, else (a chunked upload) the
+    size of the parsed body encoded again."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        return int(declared)
+    return len(json.dumps(body, ensure_ascii=False))
+
+
 def answered(response: Response, record: RequestRecord) -> Response:
-    """The response with `x-gateway-overhead-ms`; its record closed unless a stream still runs
+    """The response with `x-gateway-overhead-ms` and, for a consumer with limits, its own
+    rate-limit headers in place of the upstream's; its record closed unless a stream still runs
     (the stream closes it when it ends)."""
     response.headers["x-gateway-overhead-ms"] = f"{record.overhead_ms():.2f}"
+    if record.limit_headers:
+        for name in RATE_LIMIT_HEADERS:
+            if name in response.headers:
+                del response.headers[name]
+        response.headers.update(record.limit_headers)
     if not isinstance(response, EventStreamResponse):
         finish(record, response.status_code)  # its error_code is set where the error is known
     return response
@@ -183,8 +215,8 @@ async def list_models(request: Request) -> Response:
     record = RequestRecord(headers["x-request-id"], "models")
     try:
         gateway = runtime.current()
-        gateway.inbound.check(request.headers)
-        data = [_model_card(m) for m in gateway.table.models]
+        consumer = await identify(gateway, request, headers, record)
+        data = [_model_card(m) for m in gateway.table.models if consumer.allows(m)]
         response = JSONResponse({"object": "list", "data": data}, headers=headers)
     except GatewayError as error:
         record.error_code = error.code
@@ -197,13 +229,27 @@ async def retrieve_model(request: Request) -> Response:
     record = RequestRecord(headers["x-request-id"], "models")
     try:
         gateway = runtime.current()
-        gateway.inbound.check(request.headers)
+        consumer = await identify(gateway, request, headers, record)
         model = request.path_params["model"]
         record.model = _shown(model)
-        if model not in gateway.table.pools:
+        if model not in gateway.table.pools or not consumer.allows(model):
             raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
         response = JSONResponse(_model_card(model), headers=headers)
+    except GatewayError as error:
+        record.error_code = error.code
+        response = error_response(error, headers)
+    return answered(response, record)
+
+
+async def gateway_usage(request: Request) -> Response:
+    """GET /v1/gateway/usage: the calling consumer's models, limits, use and what remains."""
+    headers = {"x-request-id": request_id(request)}
+    record = RequestRecord(headers["x-request-id"], "usage")
+    try:
+        gateway = runtime.current()
+        consumer = await identify(gateway, request, headers, record)
+        response = JSONResponse(await gateway.limiter.usage(consumer), headers=headers)
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
@@ -231,6 +277,7 @@ ENDPOINTS = [
     ("v1/embeddings", ["POST"], embeddings),
     ("v1/models", ["GET"], list_models),
     ("v1/models/{model}", ["GET"], retrieve_model),
+    ("v1/gateway/usage", ["GET"], gateway_usage),
     ("openai/deployments/{name}/chat/completions", ["POST"], azure_chat_completions),
     ("openai/deployments/{name}/completions", ["POST"], azure_completions),
     ("openai/deployments/{name}/embeddings", ["POST"], azure_embeddings),

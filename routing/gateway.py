@@ -1,14 +1,16 @@
 """The per-process gateway: the route table and everything built once from it.
 
-The only process-wide state (DESIGN §2): the shared HTTP client, the credentials and the
-per-instance cooldown table. The HTTP client is created on first use, inside the serving event
+The only process-wide state (DESIGN §2): the shared HTTP client, the credentials, the
+cooldown table and the state store of limits and shared cooldowns (§11). The HTTP client is created on first use, inside the serving event
 loop (aiohttp sessions belong to the loop that made them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import aiohttp
@@ -18,6 +20,8 @@ from routing.upstream.backends import BACKENDS, OperationRules
 from routing.upstream.credentials import Credentials
 from routing.errors import GatewayError
 from routing.inbound.auth import InboundAuth
+from routing.limits.limiter import Limiter
+from routing.state import MemoryStore, StateStore, store_from_settings
 from routing.upstream.pool import Selector
 from routing.config.settings import Route, RouteTable, SettingsError, load_route_table
 from routing.telemetry.metrics import configure_metrics
@@ -27,11 +31,16 @@ log = logging.getLogger("routing")
 
 
 class Gateway:
-    def __init__(self, table: RouteTable):
+    def __init__(self, table: RouteTable, state: StateStore | None = None):
         self.table = table
-        self.inbound = InboundAuth(table.gateway)
+        self.inbound = InboundAuth(table.consumers)
         self.credentials = Credentials(table.gateway.credential)
-        self.selector = Selector()
+        self.state = state if state is not None else MemoryStore()
+        # A cooldown this instance decides is shared with the others through the store.
+        self.selector = Selector(on_rest=self._share_cooldown if self.state.name != "memory" else None,
+                                 consumers=len(table.consumers.consumers) if table.consumers else 1)
+        self.limiter = Limiter(self.state, self.selector.merge_shared)
+        self._background: set[asyncio.Task] = set()
         self._client: aiohttp.ClientSession | None = None  # made in the serving loop
         self._urls: dict[tuple[str, str], URL] = {}
         self._rules: dict[tuple[str, str], OperationRules] = {}
@@ -52,6 +61,14 @@ class Gateway:
             rules = self._rules[key] = BACKENDS[route.backend].rules_for(route, operation)
         return rules
 
+    def _share_cooldown(self, route_id: str, seconds: float) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(self.state.cool_down(route_id, time.time() + seconds))
+        except RuntimeError:
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     @property
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -63,6 +80,7 @@ class Gateway:
             await self._client.close()
             self._client = None
         await self.credentials.aclose()
+        await self.state.close()
 
 
 def create_session() -> aiohttp.ClientSession:
@@ -104,20 +122,32 @@ def configure(environ: Mapping[str, str] | None = None) -> Gateway:
         log.warning("GATEWAY_AUTH=none: the gateway accepts requests without a key; run it only "
                     "behind another authenticating layer")
     register_secrets(table)
-    _gateway, _errors = Gateway(table), []
-    configure_metrics(environ)  # once per process; nothing imported unless an exporter is set
+    try:
+        state = store_from_settings(environ)
+    except ValueError as exc:
+        _gateway, _errors = None, [str(exc)]
+        raise SettingsError([str(exc)]) from None
+    _gateway, _errors = Gateway(table, state), []
+    if configure_metrics(environ) and hasattr(state, "degraded_total"):  # nothing imported unless an exporter is set
+        from routing.telemetry.metrics import register_extra
+        from routing.telemetry.state_metrics import state_gauges
+
+        register_extra(state_gauges(state))
     return _gateway
 
 
 # Environment variables holding secrets the gateway never configures itself (the App Service
 # managed-identity protocol's header, older MSI names).
-SECRET_ENVIRONMENT = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET")
+SECRET_ENVIRONMENT = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET", "GATEWAY_STATE_KEY")
 
 
 def register_secrets(table: RouteTable) -> None:
     """Every key of the table joins the redaction registry (tokens join as they are fetched)."""
     SECRETS.add_all("route-keys", (r.api_key.get_secret_value() for r in table.routes if r.api_key))
     SECRETS.add_all("inbound-keys", (k.get_secret_value() for k in table.gateway.api_keys))
+    if table.consumers is not None:
+        SECRETS.add_all("consumer-keys", (k.get_secret_value() for c in table.consumers.consumers.values()
+                                          for k in c.keys))
 
 
 # azure-core logs every identity request and response at INFO (~15 lines per token fetch).

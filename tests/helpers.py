@@ -25,7 +25,7 @@ def free_port() -> int:
 def clean_environ() -> dict[str, str]:
     """This process's environment without any gateway, route or identity settings."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("ROUTE__", "GATEWAY_", "IDENTITY_", "MSI_", "AZURE_CLIENT_ID"))}
+            if not k.startswith(("ROUTE__", "CONSUMER__", "GATEWAY_", "IDENTITY_", "MSI_", "AZURE_CLIENT_ID"))}
 
 
 class GatewayProcess:

@@ -21,6 +21,7 @@ EXPECTED = {
     "embeddings": ("v1/embeddings", ["POST"]),
     "list_models": ("v1/models", ["GET"]),
     "retrieve_model": ("v1/models/{model}", ["GET"]),
+    "gateway_usage": ("v1/gateway/usage", ["GET"]),
     "azure_chat_completions": ("openai/deployments/{name}/chat/completions", ["POST"]),
     "azure_completions": ("openai/deployments/{name}/completions", ["POST"]),
     "azure_embeddings": ("openai/deployments/{name}/embeddings", ["POST"]),

@@ -333,7 +333,7 @@ def test_unconfigured_imports_no_exporter():
     facts = json.loads(probe.stdout.strip().splitlines()[-1])
     # FastAPI itself imports the OpenTelemetry *API*; the SDK and the exporters stay out.
     assert facts["modules"] == []
-    assert facts["sinks"] == ["write"]
+    assert facts["sinks"] == ["_settle_sink", "write"]  # the limits' accounting, the access log
 
 
 # --- The sink on its own (in-process, in-memory reader) -------------------------------------

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from routing.config.consumers import ConsumerTable, load_consumers
+
 ROUTE_PREFIX = "ROUTE__"
 BACKENDS = ("azure-openai", "azure-ai")
 DEFAULT_API_VERSION = {"azure-openai": "2024-10-21", "azure-ai": "2024-05-01-preview"}
@@ -25,8 +27,6 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # Request bodies being uploaded, summed over every request of the instance (DESIGN §8).
 DEFAULT_MAX_INFLIGHT_BODY_BYTES = 128 * 1024 * 1024
-# Inbound keys shorter than this are guessable: a settings error (DESIGN §8).
-MIN_INBOUND_KEY_LENGTH = 16
 # Reasoning-model rules apply by default to these deployment/model name prefixes (DESIGN §3).
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # Hosts whose key goes in `api-key`; every other host (serverless Llama) takes `Authorization: Bearer`.
@@ -153,7 +153,7 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     api_keys: tuple[SecretStr, ...] = ()
-    auth: Literal["keys", "none"] = "keys"
+    auth: str = "keys"  # validated with the consumers (routing.config.consumers)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     cooldown: float = Field(default=10.0, ge=0)
     credential: Literal["managed-identity", "default"] = "managed-identity"
@@ -175,9 +175,11 @@ class GatewayConfig(BaseModel):
 class RouteTable:
     """All routes plus the gateway-wide settings; pools are routes sharing one MODEL."""
 
-    def __init__(self, routes: list[Route], gateway: GatewayConfig, azure_client_id: str | None):
+    def __init__(self, routes: list[Route], gateway: GatewayConfig, azure_client_id: str | None,
+                 consumers: ConsumerTable | None = None):
         self.routes = routes
         self.gateway = gateway
+        self.consumers = consumers
         self.azure_client_id = azure_client_id
         self.pools: dict[str, list[Route]] = {}
         for route in routes:
@@ -203,6 +205,7 @@ class RouteTable:
                 "GATEWAY_BREAKER_TIMEOUTS": self.gateway.breaker_timeouts,
             },
             "models": {model: [r.id for r in pool] for model, pool in self.pools.items()},
+            "consumers": self.consumers.describe() if self.consumers is not None else {},
             "routes": [route.redacted() for route in self.routes],
         }
 
@@ -237,9 +240,11 @@ def load_route_table(environ: Mapping[str, str]) -> RouteTable:
 
     gateway, gateway_errors = _build_gateway(environ)
     errors.extend(gateway_errors)
+    consumers, consumer_errors = load_consumers(environ, (r.model for r in routes))
+    errors.extend(consumer_errors)
     if errors:
         raise SettingsError(errors)
-    return RouteTable(routes, gateway, environ.get("AZURE_CLIENT_ID") or None)
+    return RouteTable(routes, gateway, environ.get("AZURE_CLIENT_ID") or None, consumers)
 
 
 def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str]):
@@ -326,17 +331,6 @@ def _build_gateway(environ: Mapping[str, str]):
         gateway = GatewayConfig.model_validate(values)
     except ValidationError as exc:
         return None, ["GATEWAY_%s: %s" % _error_field_message(e, _GATEWAY_FIELDS) for e in exc.errors()]
-    if gateway.auth == "keys" and not gateway.api_keys:
-        errors.append("GATEWAY_API_KEYS: required while GATEWAY_AUTH is 'keys' (comma-separated "
-                      "inbound keys), or set GATEWAY_AUTH=none behind another authenticating layer")
-    if any(k.lower().startswith(KEY_VAULT_REFERENCE) for k in keys):
-        errors.append("GATEWAY_API_KEYS: a Key Vault reference was not resolved by the platform; "
-                      "grant the app's identity 'Key Vault Secrets User' on the vault")
-    elif any(len(k) < MIN_INBOUND_KEY_LENGTH for k in keys):
-        short = sum(len(k) < MIN_INBOUND_KEY_LENGTH for k in keys)
-        errors.append(f"GATEWAY_API_KEYS: {short} key(s) shorter than {MIN_INBOUND_KEY_LENGTH} "
-                      "characters; use long random keys, e.g. `python -c \"import secrets; "
-                      "print(secrets.token_urlsafe(32))\"`")
     if gateway.max_inflight_body_bytes < gateway.max_body_bytes:
         errors.append(f"GATEWAY_MAX_INFLIGHT_BODY_BYTES: {gateway.max_inflight_body_bytes} is below "
                       f"GATEWAY_MAX_BODY_BYTES ({gateway.max_body_bytes}); one request of the "

@@ -246,9 +246,8 @@ def metrics_data(series: dict[tuple, Series], start_ns: int, now_ns: int, delta:
                             description="GenAI operation duration",
                             data=Histogram(data_points=durations, aggregation_temporality=temporality)))
     for build in extra:
-        metric = build(start_ns, now_ns, delta)
-        if metric is not None:
-            genai.append(metric)
+        built = build(start_ns, now_ns, delta)
+        genai.extend(built if isinstance(built, list) else [built] if built is not None else [])
     apim_metrics = [Metric(name=name, unit="{token}", description=f"{name} (as APIM's llm-emit-token-metric)",
                            data=Sum(data_points=points, aggregation_temporality=temporality,
                                     is_monotonic=True))

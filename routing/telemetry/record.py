@@ -25,7 +25,7 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 class RequestRecord:
     request_id: str
     operation: str = ""  # "chat/completions", "completions", "embeddings", "models", ...
-    consumer: str = "default"
+    consumer: str | None = "default"  # None: the caller was not identified (401)
     model: str | None = None  # the public model the client asked for
     route: str | None = None
     backend: str | None = None
@@ -42,6 +42,8 @@ class RequestRecord:
     reasoning_tokens: int | None = None
     dropped_params: int = 0
     response_model: str | None = None  # the model the upstream says answered (metrics only)
+    reservation: Any = field(default=None, repr=False)  # limits to settle at finish (routing.limits)
+    limit_headers: dict[str, str] | None = field(default=None, repr=False)  # the consumer's x-ratelimit-*
     started: float = field(default_factory=time.perf_counter, repr=False)
     upstream_seconds: float = field(default=0.0, repr=False)  # awaiting upstreams, excluded from overhead
     finished: bool = field(default=False, repr=False)

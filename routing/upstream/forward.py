@@ -130,7 +130,7 @@ def _after_failure(gateway, call: Call, failure: Failure, more: bool) -> None:
     settings, selector, route = gateway.table.gateway, gateway.selector, failure.route
     next_step = "; trying the next deployment" if more else ""
     if failure.kind == "timeout":
-        if selector.timed_out(route, settings.breaker_timeouts, settings.cooldown):
+        if selector.timed_out(route, settings.breaker_timeouts, settings.cooldown, call.record.consumer):
             log.warning("request %s: route %s timed out, %d times in a row: resting it %.1f s "
                         "(circuit breaker)%s", call.request_id, route.id, settings.breaker_timeouts,
                         settings.cooldown, next_step)

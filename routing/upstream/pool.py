@@ -34,8 +34,9 @@ from routing.config.settings import Route
 class CooldownStore(Protocol):
     def until(self, route_id: str) -> float: ...
     def rest(self, route_id: str, until: float) -> None: ...
-    def add_timeout(self, route_id: str) -> int:
-        """Count one more timed-out request; the consecutive count, this one included."""
+    def add_timeout(self, route_id: str, consumer: str) -> tuple[int, int]:
+        """Count one more timed-out request; (the consecutive count, this one included, and how
+        many distinct consumers those came from, counted up to 2)."""
     def reset_timeouts(self, route_id: str) -> None: ...
 
 
@@ -45,7 +46,7 @@ class LocalCooldowns:
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
-        self._timeouts: dict[str, int] = {}
+        self._timeouts: dict[str, tuple[int, frozenset[str]]] = {}
 
     def until(self, route_id: str) -> float:
         return self._until.get(route_id, 0.0)
@@ -53,9 +54,12 @@ class LocalCooldowns:
     def rest(self, route_id: str, until: float) -> None:
         self._until[route_id] = max(until, self._until.get(route_id, 0.0))
 
-    def add_timeout(self, route_id: str) -> int:
-        count = self._timeouts[route_id] = self._timeouts.get(route_id, 0) + 1
-        return count
+    def add_timeout(self, route_id: str, consumer: str) -> tuple[int, int]:
+        count, consumers = self._timeouts.get(route_id, (0, frozenset()))
+        if len(consumers) < 2:
+            consumers = consumers | {consumer}
+        self._timeouts[route_id] = (count + 1, consumers)
+        return count + 1, len(consumers)
 
     def reset_timeouts(self, route_id: str) -> None:
         if self._timeouts:  # the hot path: nothing to do unless some route timed out
@@ -64,10 +68,15 @@ class LocalCooldowns:
 
 class Selector:
     def __init__(self, cooldowns: CooldownStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 on_rest: Callable[[str, float], None] | None = None, consumers: int = 1):
         self.cooldowns = cooldowns or LocalCooldowns()
         self.clock = clock
         self.rng = rng or random.Random()
+        self.on_rest = on_rest  # told of every rest this instance decides (shared with the others)
+        # The breaker opens on timeouts from this many distinct consumers (2 when there are
+        # several): one caller's slow requests must not rest a deployment for everyone.
+        self.distinct_consumers = min(max(consumers, 1), 2)
 
     def order(self, pool: Sequence[Route]) -> list[Route]:
         """Routes to try, in order. Empty when every selectable route is cooling down."""
@@ -81,10 +90,20 @@ class Selector:
 
     def rest(self, route: Route, seconds: float) -> None:
         self.cooldowns.rest(route.id, self.clock() + max(seconds, 0.0))
+        if self.on_rest is not None and seconds > 0:
+            self.on_rest(route.id, seconds)
 
-    def timed_out(self, route: Route, breaker_timeouts: int, cooldown: float) -> bool:
+    def merge_shared(self, cooldowns: dict[str, float]) -> None:
+        """Cooldowns another instance decided (route id → end, epoch seconds): rested here too."""
+        offset = self.clock() - time.time()
+        for route_id, until in cooldowns.items():
+            self.cooldowns.rest(route_id, until + offset)
+
+    def timed_out(self, route: Route, breaker_timeouts: int, cooldown: float,
+                  consumer: str = "default") -> bool:
         """A request to `route` timed out. True when this opened its breaker (it now rests)."""
-        if self.cooldowns.add_timeout(route.id) < breaker_timeouts:
+        count, distinct = self.cooldowns.add_timeout(route.id, consumer)
+        if count < breaker_timeouts or distinct < self.distinct_consumers:
             return False
         self.rest(route, cooldown)
         return True
