@@ -44,13 +44,19 @@ class InboundAuth:
                            code="invalid_token")
 
     async def _entra_consumer(self, token: str) -> Consumer:
-        from routing.inbound.entra import InvalidToken
+        from routing.inbound.entra import InvalidToken, KeysUnavailable
 
         try:
             principal = await self.entra.validate(token)
+        except KeysUnavailable:
+            # The token may well be valid: the tenant's keys could not be read. A 503 (retried
+            # by the SDKs), not a 401 (which would not be).
+            raise GatewayError(503, "The gateway cannot verify access tokens right now (the "
+                               "tenant's signing keys are unavailable); retry shortly.",
+                               code="token_validation_unavailable", headers={"retry-after": "5"}) from None
         except InvalidToken as error:
-            raise GatewayError(401, f"Invalid access token: {error}.", code="invalid_token") from None
-        for principal_id in principal.consumer_ids():
+            raise GatewayError(401, f"Invalid access token: {error.reason}.", code="invalid_token") from None
+        for principal_id in principal.ids:
             consumer = self.consumers.by_principal.get(principal_id.lower())
             if consumer is not None:
                 return consumer
