@@ -251,6 +251,11 @@ def markdown(data: dict) -> str:
         f"APPLICATIONINSIGHTS_CONNECTION_STRING set (the exporters are built on a thread). Other processes used "
         f"{c.get('background_cpu_share', 0) * 100:.0f} % of the machine meanwhile.",
         "",
+        *([f"Redis state (`gateway + Redis state`, a consumer with limits): "
+           f"{_f(data['redis_ops']['per_request'])} Redis round trips per request at concurrency 1 "
+           f"({data['redis_ops']['round_trips']} over {data['redis_ops']['requests']} requests, from "
+           f"the server's INFO commandstats), {_f(data['redis_ops']['commands_per_request'])} commands "
+           f"run per request inside the scripts included.", ""] if data.get("redis_ops") else []),
         f"Fast upstream (`bench/fast_upstream.py`): {_f(up['cpu_us_per_request'], 0)} µs CPU per request, "
         f"≈ {_f(up['capacity_rps_per_core'], 0)} req/s per core; load generator "
         f"{_f(data['load_generator']['cpu_us_per_request'], 0)} µs CPU per request.",

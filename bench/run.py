@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import imports, litellm_proxy, report, runtime_env
+from bench import imports, litellm_proxy, redis_state, report, runtime_env
 from bench.procs import (REPO, LoadProcess, Server, cpu_seconds, free_port, machine, machine_busy_seconds,
                          post, rss_mib)
 
@@ -141,6 +141,12 @@ def start_servers(log_dir: Path, litellm_python: str | None, stream_gap_ms: floa
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_METRIC_EXPORT_INTERVAL": "5000"})
         targets.append(Target("gateway_metrics", "gateway + metrics (OTLP)", metered.url + GATEWAY_PATH,
                               gateway_headers, metered, helpers=(sink,)))
+        # The same gateway keeping its limits and cooldowns in Redis (when a redis-server exists).
+        redis_server = redis_state.start()
+        if redis_server is not None:
+            shared = gateway_process("gateway_redis", routing_path, extra_env={"GATEWAY_STATE": redis_server.url})
+            targets.append(Target("gateway_redis", "gateway + Redis state", shared.url + GATEWAY_PATH,
+                                  gateway_headers, shared, helpers=(redis_server,)))
         for i, src in enumerate(compare_srcs, start=2):
             other = gateway_process(f"gateway_{i}", f"{src}:{REPO}")
             targets.append(Target(f"gateway_{i}", f"gateway ({src.name})", other.url + GATEWAY_PATH,
@@ -284,6 +290,13 @@ def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap
                         target, kind, max(int(count * target.scale), 10), concurrency, mode.warmup[kind])
             rounds.append({"order": [t.name for t in order], "results": results})
 
+        redis_ops = None
+        shared = next((t for t in targets if t.name == "gateway_redis"), None)
+        if shared is not None:
+            log("bench: Redis commands per request")
+            redis_ops = redis_state.ops_per_request(runner, shared, shared.helpers[0],
+                                                    max(int(mode.c1 * 2), 200))
+
         log("bench: cold import of function_app")
         cold = imports.measure(mode.import_repeats, gateway_src, python=gw_env.python)
         for target in targets:
@@ -302,6 +315,7 @@ def run(mode_name: str, out: Path, litellm_python: str | None = None, stream_gap
                         stream_gap_ms, time.monotonic() - started,
                         environments={"gateway": gw_env.to_json(), "harness": harness_env.to_json(),
                                       **{f"gateway_venv_{i}": e.to_json() for i, e in enumerate(compare_envs, start=2)}})
+    data["redis_ops"] = redis_ops
     data["config"]["gateway_src"] = str(gateway_src) if gateway_src else None
     data["config"]["compare_srcs"] = [str(p) for p in compare_srcs]
     data["config"]["gateway_venv"] = gateway_venv
