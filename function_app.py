@@ -10,6 +10,8 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from routing import api
 from routing import gateway as runtime
+from routing.endpoints import V1_PATHS
+from routing.responses import handlers as responses
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 runtime.configure_logged()  # validate the app settings at cold start; errors name the setting
@@ -68,3 +70,21 @@ async def azure_list_models(req: Request) -> Response:
 @app.route(route="health", methods=["GET"])
 async def health(req: Request) -> Response:
     return await api.health(req)
+
+
+def _register(path: str, methods: list[str], by_method: dict) -> None:
+    """One function per path (`GET` and `DELETE` of one response share theirs), named after it."""
+
+    async def function(req: Request) -> Response:
+        return await by_method[req.method](req)
+
+    function.__name__ = function.__qualname__ = path.replace("/", "_").replace("{", "").replace("}", "")
+    app.route(route=path, methods=methods)(function)
+
+
+# Azure OpenAI's v1 paths and the Responses API (DESIGN §13), each under its prefixes.
+for _path in dict.fromkeys(path for path, _, _ in [*V1_PATHS, *responses.ENDPOINTS]):
+    _handlers = {method: handler for path, methods, handler in [*V1_PATHS, *responses.ENDPOINTS]
+                 if path == _path for method in methods}
+    _register(_path, list(_handlers), _handlers)
+

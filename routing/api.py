@@ -60,7 +60,7 @@ def client_user_agent(request: Request) -> str | None:
     return None
 
 
-def _shown(name: str) -> str:
+def shown(name: str) -> str:
     """A client-chosen name as echoed in an error message: bounded."""
     return name if len(name) <= MAX_ECHOED_NAME_CHARS else name[:MAX_ECHOED_NAME_CHARS] + "..."
 
@@ -77,29 +77,29 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
                                code="missing_required_parameter")
-        record.model = _shown(model)
+        record.model = shown(model)
         record.stream = body.get("stream") is True
         pool = gateway.table.pools.get(model)
         if not pool:
-            raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
+            raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
         if not consumer.allows(model):
             raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
-                               f"'{_shown(model)}'.", param="model", code="model_not_allowed")
+                               f"'{shown(model)}'.", param="model", code="model_not_allowed")
         pool = [r for r in pool if operation in BACKENDS[r.backend].operations]
         if not pool:
-            raise GatewayError(400, f"The model '{_shown(model)}' does not support "
+            raise GatewayError(400, f"The model '{shown(model)}' does not support "
                                f"{OPERATION_PATHS[operation]}.", param="model",
                                code="unsupported_operation")
         validate_body(operation, body)
-        limit_headers = await gateway.limiter.admit(consumer, record, _body_size(request, body), body,
+        limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
                                                     [r.id for r in pool])
         if limit_headers:
             record.limit_headers = limit_headers
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=client_user_agent(request),
                     deadline=deadline, headers=headers, record=record)
-        response = await _forward_while_connected(request, gateway, call)
+        response = await forward_while_connected(request, gateway, call)
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
@@ -119,7 +119,7 @@ async def identify(gateway, request: Request, headers: dict[str, str], record: R
     return consumer
 
 
-def _body_size(request: Request, body: dict[str, Any]) -> int:
+def body_size(request: Request, body: dict[str, Any]) -> int:
     """The body's size for the token estimate: its Content-Length, else (a chunked upload) the
     size of the parsed body encoded again."""
     declared = request.headers.get("content-length")
@@ -143,7 +143,7 @@ def answered(response: Response, record: RequestRecord) -> Response:
     return response
 
 
-async def _forward_while_connected(request: Request, gateway, call: Call) -> Response:
+async def forward_while_connected(request: Request, gateway, call: Call) -> Response:
     """`forward`, cancelled (with its upstream calls and failover) if the client goes away
     before the response starts; once streaming, Starlette's own disconnect watch takes over.
     The watch starts only after WATCH_DISCONNECT_AFTER seconds: quick answers never pay for it."""
@@ -231,9 +231,9 @@ async def retrieve_model(request: Request) -> Response:
         gateway = runtime.current()
         consumer = await identify(gateway, request, headers, record)
         model = request.path_params["model"]
-        record.model = _shown(model)
+        record.model = shown(model)
         if model not in gateway.table.pools or not consumer.allows(model):
-            raise GatewayError(404, f"The model '{_shown(model)}' does not exist or you do not "
+            raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
         response = JSONResponse(_model_card(model), headers=headers)
     except GatewayError as error:

@@ -21,6 +21,7 @@ from routing.upstream.credentials import Credentials
 from routing.errors import GatewayError
 from routing.inbound.auth import InboundAuth
 from routing.limits.limiter import Limiter
+from routing.responses.ids import IdCodec
 from routing.state import MemoryStore, StateStore, store_from_settings
 from routing.upstream.pool import Selector
 from routing.config.settings import Route, RouteTable, SettingsError, load_route_table
@@ -31,7 +32,7 @@ log = logging.getLogger("routing")
 
 
 class Gateway:
-    def __init__(self, table: RouteTable, state: StateStore | None = None):
+    def __init__(self, table: RouteTable, state: StateStore | None = None, id_secret: bytes | None = None):
         self.table = table
         self.inbound = InboundAuth(table.consumers)
         self.credentials = Credentials(table.gateway.credential)
@@ -40,6 +41,7 @@ class Gateway:
         self.selector = Selector(on_rest=self._share_cooldown if self.state.name != "memory" else None,
                                  consumers=len(table.consumers.consumers) if table.consumers else 1)
         self.limiter = Limiter(self.state, self.selector.merge_shared)
+        self.ids = IdCodec(id_secret if id_secret is not None else os.urandom(32))
         self._background: set[asyncio.Task] = set()
         self._client: aiohttp.ClientSession | None = None  # made in the serving loop
         self._urls: dict[tuple[str, str], URL] = {}
@@ -127,7 +129,15 @@ def configure(environ: Mapping[str, str] | None = None) -> Gateway:
     except ValueError as exc:
         _gateway, _errors = None, [str(exc)]
         raise SettingsError([str(exc)]) from None
-    _gateway, _errors = Gateway(table, state), []
+    secret = (environ.get("GATEWAY_ID_SECRET") or "").strip()
+    if secret and len(secret) < MIN_ID_SECRET_CHARS:
+        _gateway, _errors = None, [f"GATEWAY_ID_SECRET: at least {MIN_ID_SECRET_CHARS} characters "
+                                   "(e.g. `python -c \"import secrets; print(secrets.token_urlsafe(48))\"`)"]
+        raise SettingsError(_errors)
+    if not secret and any(r.backend == "azure-openai" for r in table.routes):
+        log.warning("GATEWAY_ID_SECRET is not set: response ids are valid on this instance only, until it "
+                    "restarts (set one secret for every instance; infra/ generates it in Key Vault)")
+    _gateway, _errors = Gateway(table, state, secret.encode() if secret else None), []
     if configure_metrics(environ) and hasattr(state, "degraded_total"):  # nothing imported unless an exporter is set
         from routing.telemetry.metrics import register_extra
         from routing.telemetry.state_metrics import state_gauges
@@ -138,7 +148,9 @@ def configure(environ: Mapping[str, str] | None = None) -> Gateway:
 
 # Environment variables holding secrets the gateway never configures itself (the App Service
 # managed-identity protocol's header, older MSI names).
-SECRET_ENVIRONMENT = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET", "GATEWAY_STATE_KEY")
+SECRET_ENVIRONMENT = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET", "GATEWAY_STATE_KEY",
+                      "GATEWAY_ID_SECRET")
+MIN_ID_SECRET_CHARS = 32
 
 
 def register_secrets(table: RouteTable) -> None:

@@ -49,8 +49,9 @@ async def _lifespan(app: Starlette):
 
 
 def create_app() -> Starlette:
-    routes = [Route("/" + path, endpoint=handler, methods=methods)
-              for path, methods, handler in api.ENDPOINTS]
+    from routing.endpoints import ENDPOINTS
+
+    routes = [Route("/" + path, endpoint=handler, methods=methods) for path, methods, handler in ENDPOINTS]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found},
                     lifespan=_lifespan)
     # A trailing slash is an unknown path (OpenAI-shaped 404), not a redirect whose Location

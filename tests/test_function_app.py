@@ -27,6 +27,16 @@ EXPECTED = {
     "azure_embeddings": ("openai/deployments/{name}/embeddings", ["POST"]),
     "azure_list_models": ("openai/models", ["GET"]),
     "health": ("health", ["GET"]),
+    "openai_v1_chat_completions": ("openai/v1/chat/completions", ["POST"]),
+    "openai_v1_completions": ("openai/v1/completions", ["POST"]),
+    "openai_v1_embeddings": ("openai/v1/embeddings", ["POST"]),
+    "openai_v1_models": ("openai/v1/models", ["GET"]),
+    "openai_v1_models_model": ("openai/v1/models/{model}", ["GET"]),
+    **{f"{prefix.replace('/', '_')}_responses{name}": (f"{prefix}/responses{path}", methods)
+       for prefix in ("v1", "openai/v1", "openai")
+       for name, path, methods in (("", "", ["POST"]), ("_response_id", "/{response_id}", ["GET", "DELETE"]),
+                                   ("_response_id_cancel", "/{response_id}/cancel", ["POST"]),
+                                   ("_response_id_input_items", "/{response_id}/input_items", ["GET"]))},
 }
 
 

@@ -182,6 +182,7 @@ class RouteTable:
         self.consumers = consumers
         self.azure_client_id = azure_client_id
         self.pools: dict[str, list[Route]] = {}
+        self.routes_by_id: dict[str, Route] = {route.id: route for route in routes}
         for route in routes:
             self.pools.setdefault(route.model, []).append(route)
 

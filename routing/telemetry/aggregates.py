@@ -25,7 +25,8 @@ from typing import Any
 from routing.telemetry.record import RequestRecord
 
 # The record's operation → gen_ai.operation.name (semantic conventions' well-known values).
-OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings",
+              "responses": "chat"}
 # The route's backend → gen_ai.provider.name.
 PROVIDERS = {"azure-openai": "azure.ai.openai", "azure-ai": "azure.ai.inference"}
 # Advised by the GenAI semantic conventions (gen-ai-metrics.md).

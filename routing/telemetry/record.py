@@ -49,9 +49,14 @@ class RequestRecord:
     finished: bool = field(default=False, repr=False)
 
     def take_usage(self, usage: Any) -> None:
-        """An upstream `usage` object (chat, completions or embeddings shape), as reported."""
+        """An upstream `usage` object (chat, completions, embeddings or Responses shape)."""
         if not isinstance(usage, dict):
             return
+        if "input_tokens" in usage or "output_tokens" in usage:  # the Responses API's names
+            usage = {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens"),
+                     "total_tokens": usage.get("total_tokens"),
+                     "prompt_tokens_details": usage.get("input_tokens_details"),
+                     "completion_tokens_details": usage.get("output_tokens_details")}
         for name in USAGE_FIELDS:
             value = usage.get(name)
             if isinstance(value, int) and not isinstance(value, bool):

@@ -21,7 +21,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +65,20 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)  # response headers so far
     # What the access log and metrics get (api opens it; streams close it when they end).
     record: RequestRecord = field(default_factory=lambda: RequestRecord(""))
+    # Other calls than a POST of `body` to the operation's URL (the Responses API's follow-ups):
+    method: str = "POST"
+    url_suffix: str = ""  # appended to the operation's URL path (`/{id}/cancel`)
+    query: dict[str, str] | None = None  # the upstream URL's query instead of its own
+    send_body: bool = True
+    streaming: bool | None = None  # a stream asked for outside the body (`GET ...?stream=true`)
+    # Another API's stream events (the Responses API): (route) → the EventStream's adapter.
+    events: Callable[[Route], Any] | None = None
+    # A JSON answer rewritten before it is returned: (answer, route) → answer.
+    rewrite: Callable[[dict[str, Any], Route], dict[str, Any]] | None = None
 
     @property
     def stream(self) -> bool:
-        return self.body.get("stream") is True
+        return self.streaming if self.streaming is not None else self.body.get("stream") is True
 
     @property
     def wants_usage(self) -> bool:
@@ -147,8 +157,11 @@ def _after_failure(gateway, call: Call, failure: Failure, more: bool) -> None:
 
 
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
-    body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
-                              route.deployment)
+    if call.send_body:
+        body, dropped = normalize(call.body, gateway.rules(route, call.operation), route.params,
+                                  route.deployment)
+    else:
+        body, dropped = {}, []
     if dropped:
         call.headers["x-gateway-dropped-params"] = dropped_header(dropped)
     else:
@@ -176,7 +189,9 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         **route.headers,
         auth_name: auth_value,
     }
-    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode() if call.send_body else None
+    if not call.send_body:
+        del headers["content-type"]
     wait = min(route.timeout, call.deadline - loop.time())
     response = None
     stream: EventStream | None = None
@@ -185,12 +200,18 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
     try:
         async with asyncio.timeout(wait):
             # No redirects: they would carry the route's key to another origin.
-            response = await gateway.client.post(gateway.url(route, call.operation), data=payload,
-                                                 headers=headers, allow_redirects=False)
+            url = gateway.url(route, call.operation)
+            if call.url_suffix:
+                url = url.with_path(url.raw_path + call.url_suffix, encoded=True)
+            if call.query is not None:
+                url = url.with_query(call.query)
+            response = await gateway.client.request(call.method, url, data=payload, headers=headers,
+                                                    allow_redirects=False)
             status = response.status
             if call.stream and status < 300 and _is_event_stream(response):
                 usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
-                stream = EventStream(route.id, usage, call.record, strip_usage=own_usage)
+                stream = EventStream(route.id, usage, call.record, strip_usage=own_usage,
+                                     adapter=call.events(route) if call.events is not None else None)
                 chunks = response.content.iter_any().__aiter__()
                 # Commit to this deployment only once its first event arrived and passed the
                 # checks: until a byte reached the client, a broken stream can still fail over.
@@ -246,12 +267,16 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         return Response(SECRETS.scrub_bytes(json.dumps(mapped).encode()), status_code=status,
                         media_type="application/json", headers=headers)
     if not call.stream:
+        if call.method == "DELETE" and not content.strip():
+            return Response(status_code=status, headers=headers)
         answer = checked_json_object(content)
         if answer is NOT_JSON:
             return _protocol_failure(route, "a success answer that is not a JSON object (or holds "
                                      "more arrays and objects than any real answer)")
         call.record.take_usage(answer.get("usage"))
         call.record.response_model = answer.get("model") if isinstance(answer.get("model"), str) else None
+        if call.rewrite is not None:
+            content = json.dumps(call.rewrite(answer, route), separators=(",", ":"), ensure_ascii=False).encode()
         return Response(SECRETS.scrub_json(content), status_code=status, headers=headers,
                         media_type="application/json")
     if stream is None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import aiohttp
 
@@ -34,6 +35,11 @@ def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
     return b"data: " + json.dumps(error_body(message, "server_error", None, code)).encode() + EVENT_END
 
 
+class EventAdapter(Protocol):
+    def event(self, payload: bytes, data: dict) -> tuple[bytes, bool]:
+        """(the framed bytes for the client, whether this event ends the stream)."""
+
+
 class EventStream:
     """Upstream chunks → the bytes the client gets: whole, checked, scrubbed events.
 
@@ -42,8 +48,10 @@ class EventStream:
     """
 
     def __init__(self, route_id: str, usage: UsageChunk | None, record: RequestRecord | None = None,
-                 strip_usage: bool = False):
+                 strip_usage: bool = False, adapter: EventAdapter | None = None):
         self.route_id = route_id
+        # Another API's events (the Responses API): framed, rewritten and ended by the adapter.
+        self.adapter = adapter
         self.usage = usage
         self.record = record if record is not None else RequestRecord("")
         self.strip_usage = strip_usage  # the gateway asked for usage, the client did not
@@ -86,6 +94,13 @@ class EventStream:
                                      f"(route '{self.route_id}').", "upstream_protocol_error")
                 self.ended = True
                 break
+            if self.adapter is not None and "error" not in data:
+                framed, last = self.adapter.event(payload, data)
+                out.append(SECRETS.scrub_bytes(framed))
+                if last:
+                    self.done = self.ended = True
+                    break
+                continue
             if data.get("error"):
                 log.warning("route %s: the upstream ended the stream with an error event", self.route_id)
                 reduced = reduce_upstream_error(data, "server_error")
@@ -106,6 +121,8 @@ class EventStream:
                 payload = self.usage.take(payload, data)
             # An upstream may echo a key in any event, JSON-escaped too (DESIGN §8).
             out.append(SECRETS.scrub_json(payload, data))
+        if self.adapter is not None:
+            return b"".join(out) + SECRETS.scrub_bytes(ending) if out or ending else b""
         return frame(out) + SECRETS.scrub_bytes(ending) if out or ending else b""
 
 

@@ -14,6 +14,11 @@ REASONING_REJECTED = frozenset({
 
 
 def url(route, operation: str) -> str:
+    if operation.startswith("responses"):
+        # The v1 GA path for every route, with no api-version: Azure dropped the parameter for
+        # v1 ("no longer a required parameter") and `?api-version=preview` was seen rejected;
+        # the dated alternative needs 2025-03-01-preview or later, newer than most routes' own.
+        return f"{route.endpoint}/openai/v1/{operation}"
     if route.api_version == "v1":
         return f"{route.endpoint}/openai/v1/{operation}"
     return (f"{route.endpoint}/openai/deployments/{quote(route.deployment, safe='')}/{operation}"
@@ -30,6 +35,8 @@ BACKEND = Backend(
         ),
         "completions": OperationRules(only_with={"stream_options": ("stream", True)}),
         "embeddings": OperationRules(),
+        # The Responses API: forwarded as the client sent it (body `model` = the deployment).
+        "responses": OperationRules(),
     },
     reasoning={
         "chat/completions": OperationRules(
