@@ -2,7 +2,8 @@
 
 Routes: ``POST /openai/deployments/{d}/{chat/completions|completions|embeddings}?api-version=``,
 ``POST /openai/v1/{...}`` (``model`` = deployment, no api-version), ``GET /openai/v1/models`` and
-``GET /openai/models?api-version=``; plus the ``/_emulator/*`` control endpoints.
+``GET /openai/models?api-version=``, the Responses API (``azure_openai_responses``); plus the
+``/_emulator/*`` control endpoints.
 
 Check order mirrors the service: api-version, auth, deployment, (fault), body validation.
 """
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from . import azure_openai_rules as rules
 from .azure_openai_chat import chat_events, chat_json
+from .azure_openai_responses import ResponsesState, responses_routes
 from .chat_answer import format_problem, mentions_json, orphan_tool_message, plan_answer, tool_problem
 from .fake_model import (
     DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, MAX_EMBEDDING_INPUTS, answer_for_prompt, capped, embedding_inputs,
@@ -313,7 +315,7 @@ def create_app(
     limits the names, a mapping also sets the versioned model name each one reports.
     ``v1_bearer_keys``: accept ``Authorization: Bearer <key>`` on ``/openai/v1`` (plain OpenAI client).
     ``strict_reasoning_versions``: o-series deployments reject api-versions older than they need (§3.8)."""
-    state = EmulatorState("azure-openai", answer_words=answer_words, record_limit=record_limit)
+    state = ResponsesState("azure-openai", answer_words=answer_words, record_limit=record_limit)
     emu = _AzureOpenAI(state, [keys] if isinstance(keys, str) else keys, token_secret, deployments, region,
                        v1_bearer_keys, strict_reasoning_versions)
     routes = control_routes(state)
@@ -323,6 +325,7 @@ def create_app(
         routes.append(Route(f"/openai/v1/{path}", endpoint(state, partial(emu.v1, op=op)), methods=["POST"]))
     routes.append(Route("/openai/v1/models", endpoint(state, partial(emu.models, v1=True)), methods=["GET"]))
     routes.append(Route("/openai/models", endpoint(state, partial(emu.models, v1=False)), methods=["GET"]))
+    routes += responses_routes(state, emu)
     routes.append(Route("/{path:path}", endpoint(state, emu.not_found),
                         methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
     app = Starlette(routes=routes)

@@ -36,8 +36,18 @@ def error_event(message: str, code: str = "upstream_stream_error") -> bytes:
 
 
 class EventAdapter(Protocol):
+    """Another API's events (the Responses API, natively or translated from chat)."""
+
+    failure_code: str | None  # set when the stream ended with an error of its own
+
     def event(self, payload: bytes, data: dict) -> tuple[bytes, bool]:
         """(the framed bytes for the client, whether this event ends the stream)."""
+
+    def done(self) -> bytes:
+        """The upstream's `[DONE]`: what ends the client's stream."""
+
+    def failed(self, message: str, code: str) -> bytes:
+        """The gateway ends the stream early (a cut, a timeout, a broken event)."""
 
 
 class EventStream:
@@ -76,10 +86,20 @@ class EventStream:
     def leftover(self) -> bool:
         return self.splitter.pending()
 
+    def ending(self, message: str, code: str) -> bytes:
+        """The last event of a stream the gateway ends early, in its API's shape."""
+        if self.adapter is not None:
+            return self.adapter.failed(message, code)
+        return error_event(message, code)
+
     def _relay(self, payloads: list[bytes]) -> bytes:
         out: list[bytes] = []
         ending = b""
         for payload in payloads:
+            if payload == DONE and self.adapter is not None:
+                out.append(self.adapter.done())
+                self.done = self.ended = True
+                break
             if payload == DONE:
                 if self.usage is not None:
                     out.extend(self.usage.before_done())
@@ -90,15 +110,16 @@ class EventStream:
             if data is NOT_JSON:
                 self.protocol_error = "The upstream sent an event that is not a JSON object."
                 self.failure_code = "upstream_protocol_error"
-                ending = error_event(f"{self.protocol_error} The response is incomplete "
+                ending = self.ending(f"{self.protocol_error} The response is incomplete "
                                      f"(route '{self.route_id}').", "upstream_protocol_error")
                 self.ended = True
                 break
-            if self.adapter is not None and "error" not in data:
+            if self.adapter is not None:
                 framed, last = self.adapter.event(payload, data)
                 out.append(SECRETS.scrub_bytes(framed))
                 if last:
                     self.done = self.ended = True
+                    self.failure_code = self.adapter.failure_code
                     break
                 continue
             if data.get("error"):
@@ -205,7 +226,8 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
             stream.failure_code = "upstream_stream_error"
         if failure:
             log.warning("route %s: stream ended early: %s", route_id, failure)
-            yield error_event(f"{failure} The response is incomplete (route '{route_id}').")
+            yield SECRETS.scrub_bytes(stream.ending(f"{failure} The response is incomplete (route '{route_id}').",
+                                                    stream.failure_code or "upstream_stream_error"))
     finally:
         if stream.done and not stream.leftover():
             response.release()
