@@ -86,12 +86,14 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         if not consumer.allows(model):
             raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
                                f"'{shown(model)}'.", param="model", code="model_not_allowed")
-        pool = [r for r in pool if operation in BACKENDS[r.backend].operations]
+        pool = [r for r in pool if BACKENDS[r.backend].supports(r, operation)]
         if not pool:
             raise GatewayError(400, f"The model '{shown(model)}' does not support "
                                f"{OPERATION_PATHS[operation]}.", param="model",
                                code="unsupported_operation")
         validate_body(operation, body)
+        if body.get("tools"):  # only deployments that call tools (DESIGN §3: a 400, never an opaque upstream error)
+            pool = [r for r in pool if gateway.rules(r, operation).tools] or _no_tools(model)
         limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
                                                     [r.id for r in pool])
         if limit_headers:
@@ -109,6 +111,11 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         response = error_response(GatewayError(500, "The gateway failed to process the request.",
                                                code="internal_error"), headers)
     return answered(response, record)
+
+
+def _no_tools(model: str):
+    raise GatewayError(400, f"The model '{shown(model)}' does not support tools (function calling); "
+                       "send the request without `tools`.", param="tools", code="unsupported_parameter")
 
 
 async def identify(gateway, request: Request, headers: dict[str, str], record: RequestRecord):

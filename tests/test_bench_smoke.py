@@ -16,7 +16,8 @@ import pytest
 
 from tests.helpers import REPO
 
-TARGETS = {"direct", "bare_aiohttp", "bare_uvicorn_aiohttp", "bare_httpx", "gateway", "gateway_metrics"}
+TARGETS = {"direct", "bare_aiohttp", "bare_uvicorn_aiohttp", "bare_httpx", "gateway", "gateway_metrics",
+           "gateway_redis"}
 SERVERS = TARGETS - {"direct"}
 
 
@@ -54,6 +55,9 @@ def test_every_request_answered_and_counted(tiny_run):
     for name in TARGETS:
         assert data["targets"][name]["counts"]["requests"] == data["targets"][name]["counts"]["ok"] \
             == cfg["rounds"] * sum(expected.values())
+    # A consumer with limits on Redis: one round trip to admit, the reconciliation after.
+    ops = data["redis_ops"]
+    assert ops["errors"] == 0 and 1 <= ops["per_request"] <= 2.2, ops
 
 
 def test_every_figure_for_every_target(tiny_run):

@@ -106,7 +106,8 @@ def appsettings(result: subprocess.CompletedProcess) -> dict[str, str]:
 
 def route_table(settings: dict[str, str]) -> dict[str, dict]:
     table = load_route_table({**settings, "GATEWAY_API_KEYS": "k-0123456789abcdef"})
-    return {r.id: {**r.model_dump(mode="json"), "api_key": r.api_key.get_secret_value() if r.api_key else None}
+    return {r.id: {**r.model_dump(mode="json", exclude={"family"} if r.family is None else set()),
+                   "api_key": r.api_key.get_secret_value() if r.api_key else None}
             for r in table.routes}
 
 

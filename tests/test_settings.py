@@ -63,7 +63,16 @@ def test_pools_and_draining_weight():
     ({"ROUTE__A__PARAMS": '{"set": {"temperature": NaN}}'}, "ROUTE__A__PARAMS: not valid JSON (NaN"),
     ({"ROUTE__A__AUTH": "token"}, "ROUTE__A__AUTH: 'token' is not allowed"),
     ({"ROUTE__A__AUTH": "managed-identity"}, "ROUTE__A__API_KEY: set while ROUTE__A__AUTH is managed-identity"),
-    ({"ROUTE__A__API_VERSION": "v1"}, "ROUTE__A__API_VERSION: 'v1' is not an api-version"),
+    ({"ROUTE__A__API_VERSION": "v1"}, "ROUTE__A__API_VERSION: v1 is not served by serverless"),
+    ({"ROUTE__A__API_VERSION": "v2"}, "ROUTE__A__API_VERSION: 'v2' is not an api-version"),
+    ({"ROUTE__A__API_VERSION": "v1", "ROUTE__A__ENDPOINT": "https://res.services.ai.azure.com/models"},
+     "ROUTE__A__ENDPOINT: ends with /models (the model inference API); for v1 use the resource endpoint "
+     "'https://res.services.ai.azure.com'"),
+    ({"ROUTE__A__API_VERSION": "v1", "ROUTE__A__ENDPOINT": "https://res.services.ai.azure.com/openai/v1"},
+     "ROUTE__A__ENDPOINT: the gateway adds /openai/v1 itself"),
+    ({"ROUTE__A__FAMILY": "llama"}, "ROUTE__A__FAMILY: only for azure-ai routes with ROUTE__A__API_VERSION=v1"),
+    ({"ROUTE__A__API_VERSION": "v1", "ROUTE__A__ENDPOINT": "https://res.services.ai.azure.com",
+      "ROUTE__A__FAMILY": "llamma"}, "ROUTE__A__FAMILY: 'llamma' is not a family; allowed: llama, mistral"),
     ({"ROUTE__A__KEY_HEADER": "x-key"}, "ROUTE__A__KEY_HEADER:"),
     ({"ROUTE__A__REASONING": "maybe"}, "ROUTE__A__REASONING:"),
     ({"ROUTE__A__SCOPE": "https://x"}, "ROUTE__A__SCOPE:"),
@@ -149,3 +158,24 @@ def test_check_redacts_secret_looking_header_values(tmp_path):
 def test_gateway_owned_headers_cannot_be_injected(name):
     errors = errors_for(ROUTE__A__HEADERS=json.dumps({name: "x"}))
     assert errors == [f"ROUTE__A__HEADERS: '{name}' is set by the gateway and cannot be injected"]
+
+
+def test_foundry_v1_routes():
+    table = load_route_table({**BASE, "ROUTE__A__ENDPOINT": "https://res.services.ai.azure.com",
+                              "ROUTE__A__API_VERSION": "v1", "ROUTE__A__DEPLOYMENT": "DeepSeek-R1",
+                              "ROUTE__P__MODEL": "mistral", "ROUTE__P__BACKEND": "azure-ai",
+                              "ROUTE__P__ENDPOINT": "https://res.services.ai.azure.com/api/projects/team",
+                              "ROUTE__P__API_VERSION": "v1", "ROUTE__P__FAMILY": "mistral"})
+    a, p = table.routes_by_id["A"], table.routes_by_id["P"]
+    assert (a.api_version, a.family, p.family) == ("v1", None, "mistral")
+    assert a.scope == p.scope == "https://ai.azure.com/.default"  # the v1 endpoint's documented audience
+    from routing.upstream.backends import BACKENDS
+
+    backend = BACKENDS["azure-ai"]
+    assert backend.url(a, "chat/completions") == "https://res.services.ai.azure.com/openai/v1/chat/completions"
+    assert backend.url(p, "embeddings") == "https://res.services.ai.azure.com/api/projects/team/openai/v1/embeddings"
+    deepseek = backend.rules_for(a, "chat/completions")
+    assert "temperature" in deepseek.drop and deepseek.rename["max_tokens"] == "max_completion_tokens"
+    assert "reasoning_content" in deepseek.message_drop and deepseek.tools
+    assert "user" not in backend.rules_for(p, "chat/completions").accepted
+

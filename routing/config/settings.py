@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from routing.config.consumers import ConsumerTable, load_consumers
+from routing.config.foundry import FAMILY_NAMES, FOUNDRY_V1_SCOPE, foundry_v1_errors
+from routing.upstream.backends.families import detect as detect_family
 
 ROUTE_PREFIX = "ROUTE__"
 BACKENDS = ("azure-openai", "azure-ai")
@@ -49,6 +51,7 @@ ROUTE_FIELDS = {
     "API_VERSION": "api_version", "AUTH": "auth", "API_KEY": "api_key", "CLIENT_ID": "client_id",
     "SCOPE": "scope", "HEADERS": "headers", "PARAMS": "params", "PRIORITY": "priority",
     "WEIGHT": "weight", "TIMEOUT": "timeout", "KEY_HEADER": "key_header", "REASONING": "reasoning",
+    "FAMILY": "family",
 }
 
 
@@ -92,6 +95,7 @@ class Route(BaseModel):
     timeout: float = Field(default=60.0, gt=0, le=230)
     key_header: Literal["api-key", "bearer"]
     reasoning: bool
+    family: Literal[FAMILY_NAMES] | None = None  # azure-ai v1 routes; None: detected from DEPLOYMENT
 
     @field_validator("model", "deployment")
     @classmethod
@@ -146,6 +150,10 @@ class Route(BaseModel):
         data = self.model_dump(mode="json", exclude={"api_key"})
         data["api_key"] = "<redacted>" if self.api_key else None
         data["headers"] = redacted_headers(self.headers)
+        if self.backend == "azure-ai" and self.api_version == "v1":  # the rules it gets, detected or set
+            data["family"] = self.family or detect_family(self.deployment, self.model)
+        else:
+            data.pop("family")
         return data
 
 
@@ -278,11 +286,11 @@ def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str])
     model = raw.get("MODEL", "").strip()
     deployment = raw.get("DEPLOYMENT", "").strip() or model
     api_version = raw.get("API_VERSION", "").strip() or DEFAULT_API_VERSION.get(backend, "")
-    if backend in BACKENDS and not (
-            API_VERSION.match(api_version) or (api_version == "v1" and backend == "azure-openai")):
-        allowed = "YYYY-MM-DD or YYYY-MM-DD-preview" + (", or v1" if backend == "azure-openai" else "")
-        errors["API_VERSION"] = f"{api_version!r} is not an api-version; allowed: {allowed}"
+    if backend in BACKENDS and not (API_VERSION.match(api_version) or api_version == "v1"):
+        errors["API_VERSION"] = (f"{api_version!r} is not an api-version; allowed: YYYY-MM-DD, "
+                                 "YYYY-MM-DD-preview or v1")
     host = urlsplit(raw.get("ENDPOINT", "").strip()).hostname or ""
+    errors.update(foundry_v1_errors(backend, api_version, raw, host, setting))
     reasoning = raw.get("REASONING", "").strip().lower() or any(
         name.lower().startswith(REASONING_PREFIXES) for name in (deployment, model) if name)
 
@@ -296,7 +304,9 @@ def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str])
             else "bearer"),
         "reasoning": reasoning,
     }
-    for field in ("SCOPE", "HEADERS", "PARAMS", "PRIORITY", "WEIGHT", "TIMEOUT"):
+    if backend == "azure-ai" and api_version == "v1":
+        values["scope"] = FOUNDRY_V1_SCOPE  # what Foundry documents for its v1 endpoint
+    for field in ("SCOPE", "HEADERS", "PARAMS", "PRIORITY", "WEIGHT", "TIMEOUT", "FAMILY"):
         if raw.get(field, "").strip():
             values[ROUTE_FIELDS[field]] = raw[field].strip()
     try:

@@ -84,7 +84,7 @@ async def create_response(request: Request) -> Response:
             made_by = rewrite_in(gateway.ids, body)
         except ForeignId as foreign:
             raise not_found(foreign.client_id, foreign.param) from None
-        native = [r for r in pool if r.backend == STATEFUL_BACKEND]
+        native = [r for r in pool if native_responses(gateway, r)]
         pinned = _pinned_route(gateway, made_by, model, native)
         limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
                                                     [r.id for r in ([pinned] if pinned else pool)])
@@ -93,24 +93,53 @@ async def create_response(request: Request) -> Response:
         common = {"request_id": headers["x-request-id"], "model": model, "user_agent": None,
                   "deadline": deadline, "headers": headers, "record": record}
         if pinned is not None or native:
+            translatable = dict(body)  # as sent, should a Foundry deployment lack the API
             call = Call(operation=OPERATION, body=body, pool=[pinned] if pinned else native,
                         **common, **_calls(gateway, record))
+            response = await forward_while_connected(request, gateway, call)
+            if pinned is None and _lacks_responses(gateway, response, call):
+                response = await forward_while_connected(request, gateway, _translated(
+                    gateway, translatable, pool, common))
         else:
-            from routing.responses.translation import translated_call
-
-            call = translated_call(gateway, body, pool, common)
-        response = await forward_while_connected(request, gateway, call)
+            response = await forward_while_connected(request, gateway, _translated(gateway, body, pool, common))
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
     return answered(response, record)
 
 
+def native_responses(gateway, route: Route) -> bool:
+    """Whether the route's upstream has the Responses API: Azure OpenAI always; a Foundry v1
+    deployment unless it answered that it does not (remembered for the process)."""
+    if route.backend == STATEFUL_BACKEND:
+        return True
+    return route.api_version == "v1" and route.id not in gateway.without_responses
+
+
+def _lacks_responses(gateway, response: Response, call: Call) -> bool:
+    """A Foundry deployment answered `400 Model not supported` for the Responses API: remember
+    it, so later requests are translated at once (DESIGN §13, reference §4.1)."""
+    route = gateway.table.routes_by_id.get(call.headers.get("x-gateway-route", ""))
+    if response.status_code != 400 or route is None or route.backend == STATEFUL_BACKEND:
+        return False
+    if b"not supported" not in bytes(response.body).lower():
+        return False
+    gateway.without_responses.add(route.id)
+    return True
+
+
+def _translated(gateway, body: dict[str, Any], pool: list[Route], common: dict[str, Any]) -> Call:
+    from routing.responses.translation import translated_call
+
+    chat_routes = [r for r in pool if not native_responses(gateway, r)] or pool
+    return translated_call(gateway, body, chat_routes, common)
+
+
 def _pinned_route(gateway, made_by: set[str], model: str, native: list[Route]) -> Route | None:
     """The route a create must go to: the one holding the state its ids refer to (None: any).
     Ids made by translated (stateless) routes pin nothing."""
     routes = gateway.table.routes_by_id
-    stateful = {rid for rid in made_by if rid not in routes or routes[rid].backend == STATEFUL_BACKEND}
+    stateful = {rid for rid in made_by if rid not in routes or native_responses(gateway, routes[rid])}
     if not stateful:
         return None
     if len(stateful) > 1:
@@ -140,7 +169,7 @@ async def _follow_up(request: Request, kind: str, method: str, suffix: str = "")
         client_id = request.path_params["response_id"]
         decoded = gateway.ids.decode(client_id)
         route = gateway.table.routes_by_id.get(decoded[0]) if decoded else None
-        if route is None or route.backend != STATEFUL_BACKEND or not consumer.allows(route.model):
+        if route is None or not native_responses(gateway, route) or not consumer.allows(route.model):
             raise not_found(client_id)
         record.model = route.model
         query = _query(gateway, request, kind)

@@ -59,12 +59,12 @@ def translated_call(gateway, body: dict[str, Any], pool: list[Route], common: di
         translated = chat_to_response(answer, request, model=request.get("model"))
         return codec.rewrite_out(translated, route.id)  # its response and item ids name the route
 
-    routes = [r for r in pool if CHAT in _operations(r)]
+    routes = [r for r in pool if _supports(r, CHAT)]
     return Call(operation=CHAT, body=chat, pool=routes or pool, **common,
                 events=lambda route: TranslatedEvents(request, route, codec, record), rewrite=rewrite)
 
 
-def _operations(route: Route):
+def _supports(route: Route, operation: str) -> bool:
     from routing.upstream.backends import BACKENDS
 
-    return BACKENDS[route.backend].operations
+    return BACKENDS[route.backend].supports(route, operation)

@@ -34,6 +34,8 @@ def normalize(body: dict[str, Any], rules: OperationRules, policy: ParamsPolicy,
     _rename(body, rules.rename, dropped)
     if rules.roles and isinstance(body.get("messages"), list):
         body["messages"] = [_map_role(m, rules.roles) for m in body["messages"]]
+    if rules.message_drop and isinstance(body.get("messages"), list):
+        body["messages"] = _without_message_keys(body["messages"], rules.message_drop, dropped)
     if rules.accepted is not None:
         accepted = rules.accepted
         kept = {k: v for k, v in body.items() if k in accepted}
@@ -86,3 +88,18 @@ def _map_role(message: Any, roles) -> Any:
         if isinstance(role, str) and role in roles:  # a list or object role is not hashable
             return {**message, "role": roles[role]}
     return message
+
+
+def _without_message_keys(messages: list[Any], keys: frozenset[str], dropped: list[str]) -> list[Any]:
+    """Messages without `keys` (copied only when they hold one); each key named once as
+    `messages[].<key>` in the dropped list."""
+    out, seen = [], set()
+    for message in messages:
+        if isinstance(message, dict) and not keys.isdisjoint(message):
+            present = keys.intersection(message)
+            seen |= present
+            message = {k: v for k, v in message.items() if k not in present}
+        out.append(message)
+    dropped.extend(f"messages[].{key}" for key in sorted(seen))
+    return out
+

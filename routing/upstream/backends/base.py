@@ -28,6 +28,10 @@ class OperationRules:
     roles: Mapping[str, str] = field(default_factory=dict)
     # Key → (other key, value): send the key only when body[other key] == value.
     only_with: Mapping[str, tuple[str, object]] = field(default_factory=dict)
+    # Keys removed from every message (e.g. a model's own `reasoning_content` replayed).
+    message_drop: frozenset[str] = frozenset()
+    # Whether the model calls tools: if not, a request with `tools` is refused (400, `tools`).
+    tools: bool = True
 
     def overlay(self, other: OperationRules) -> OperationRules:
         """These rules refined by `other` (e.g. the reasoning-model rules on top of the base)."""
@@ -42,6 +46,8 @@ class OperationRules:
             # under system→developer leaves developer as it is).
             roles={**{k: v for k, v in self.roles.items() if v not in other.roles}, **other.roles},
             only_with={**self.only_with, **other.only_with},
+            message_drop=self.message_drop | other.message_drop,
+            tools=self.tools and other.tools,
         )
 
 
@@ -60,8 +66,22 @@ class Backend:
     # Whether a route header `extra-parameters: pass-through|drop` hands unknown keys to the
     # upstream's own policy instead of the gateway removing them.
     honours_extra_parameters: bool = False
+    # (route, operation) → the route's own rules, when its API differs from the backend's
+    # default (an azure-ai route on Foundry's v1 endpoint: per model family); None: the default.
+    variant: Callable[[Route, str], OperationRules | None] | None = None
+    # (route) → the operations of that route, when they differ from `operations`' keys.
+    route_operations: Callable[[Route], frozenset[str]] | None = None
+
+    def supports(self, route: Route, operation: str) -> bool:
+        if self.route_operations is not None:
+            return operation in self.route_operations(route)
+        return operation in self.operations
 
     def rules_for(self, route: Route, operation: str) -> OperationRules:
+        if self.variant is not None:
+            special = self.variant(route, operation)
+            if special is not None:
+                return special
         rules = self.operations[operation]
         if route.reasoning and operation in self.reasoning:
             rules = rules.overlay(self.reasoning[operation])
@@ -71,7 +91,8 @@ class Backend:
                     rules = rules.overlay(by_operation[operation])
         if self.honours_extra_parameters and route_passes_extras(route):
             rules = OperationRules(drop=rules.drop, rename=rules.rename, roles=rules.roles,
-                                   only_with=rules.only_with)
+                                   only_with=rules.only_with, message_drop=rules.message_drop,
+                                   tools=rules.tools)
         return rules
 
 
