@@ -28,7 +28,7 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Gateway routes, each {id, model, backend, endpoint, deployment?, apiVersion?, auth?, clientId?, scope?, headers?, params?, priority?, weight?, timeout?, keyHeader?, reasoning?}; each becomes ROUTE__<id>__<FIELD> app settings (DESIGN §3). Never put a key here: use routeApiKeys.')
+@description('Gateway routes, each {id, model, backend, endpoint, deployment?, apiVersion?, auth?, clientId?, scope?, headers?, params?, priority?, weight?, timeout?, keyHeader?, reasoning?, family?}; each becomes ROUTE__<id>__<FIELD> app settings (DESIGN §3). Never put a key here: use routeApiKeys.')
 param routes array = []
 
 @secure()
@@ -39,7 +39,57 @@ param routeApiKeys object = {}
 @description('Comma-separated inbound gateway keys (GATEWAY_API_KEYS), stored in Key Vault. Empty: no key is created and the gateway refuses to start until one is set.')
 param gatewayApiKeys string = ''
 
-@description('Extra app settings, name -> value (e.g. {"GATEWAY_COOLDOWN": "5"}).')
+@description('Consumers (DESIGN §9), each {name, models?, tokensPerMinute?, requestsPerMinute?, tokenQuota?, quotaPeriod?, principals?}; each becomes CONSUMER__<name>__<FIELD> app settings. Never put a key here: use consumerKeys.')
+param consumers array = []
+
+@secure()
+@description('Consumer name -> comma-separated keys (two allow rotation). Each non-empty value is stored in Key Vault as consumer-<name>-keys and the consumer gets CONSUMER__<name>__KEYS = a Key Vault reference.')
+param consumerKeys object = {}
+
+@description('GATEWAY_AUTH: keys (GATEWAY_API_KEYS and consumer keys), entra (Entra tokens of the consumers\' principals), both, or none (only behind another authenticating layer).')
+@allowed([
+  'keys'
+  'entra'
+  'keys,entra'
+  'none'
+])
+param gatewayAuth string = 'keys'
+
+@description('GATEWAY_ENTRA_TENANT: tenant id whose tokens are accepted. Empty: the tenant of this deployment. Set only when gatewayAuth includes entra.')
+param gatewayEntraTenant string = ''
+
+@description('GATEWAY_ENTRA_AUDIENCE: the gateway app registration\'s Application ID URI and/or client id, comma-separated. Required (by the gateway) when gatewayAuth includes entra.')
+param gatewayEntraAudience string = ''
+
+@description('Deploy Azure Managed Redis for the shared state (AZURE_REDIS_DEPLOY): Entra authentication only, TLS on port 10000, data access for the app identity; sets GATEWAY_STATE=rediss://<host>:10000 and GATEWAY_STATE_AUTH=managed-identity.')
+param deployRedis bool = false
+
+@description('Azure Managed Redis SKU when deployRedis (AZURE_REDIS_SKU), e.g. Balanced_B0 (smallest), Balanced_B1.')
+param redisSkuName string = 'Balanced_B0'
+
+@description('Replicate the deployed Redis (AZURE_REDIS_HIGH_AVAILABILITY); false halves the cost, for dev/test only.')
+param redisHighAvailability bool = true
+
+@description('Full resource id of an existing Azure Managed Redis cluster to use instead of deploying one (AZURE_REDIS_RESOURCE_ID): the app identity gets data access on its default database and GATEWAY_STATE points at it. Ignored when deployRedis.')
+param redisResourceId string = ''
+
+@description('GATEWAY_STATE for any other Redis (GATEWAY_STATE), e.g. rediss://host:10000. Ignored when deployRedis or redisResourceId is set. Empty: per-instance state.')
+param gatewayState string = ''
+
+@description('GATEWAY_STATE_AUTH for gatewayState: managed-identity, key (with gatewayStateKey) or none; empty = the gateway\'s default.')
+@allowed([
+  ''
+  'managed-identity'
+  'key'
+  'none'
+])
+param gatewayStateAuth string = ''
+
+@secure()
+@description('Access key of the Redis in gatewayState (GATEWAY_STATE_AUTH=key), stored in Key Vault as gateway-state-key; GATEWAY_STATE_KEY is a reference to it.')
+param gatewayStateKey string = ''
+
+@description('Extra app settings, name -> value (e.g. {"GATEWAY_COOLDOWN": "5"}). A name given here wins over the one the parameters above generate.')
 param additionalAppSettings object = {}
 
 @description('Full resource ids of Azure OpenAI accounts the gateway calls with its managed identity (role Cognitive Services OpenAI User). Empty strings are ignored.')
@@ -98,6 +148,7 @@ param storageAccountName string = ''
 param logAnalyticsName string = ''
 param applicationInsightsName string = ''
 param keyVaultName string = ''
+param redisName string = ''
 
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -111,6 +162,16 @@ var deploymentContainerName = 'app-package-${take(toLower(functionAppName), 32)}
 // Route ids with a non-empty key (azd substitutes an unset ${VAR} with an empty string).
 var routeKeyIdCandidates = [for entry in items(routeApiKeys): empty(entry.value) ? '' : entry.key]
 var routeKeyIds = filter(routeKeyIdCandidates, id => !empty(id))
+
+// Consumer names with non-empty keys, as for routes.
+var consumerKeyNameCandidates = [for entry in items(consumerKeys): empty(entry.value) ? '' : entry.key]
+var consumerKeyNames = filter(consumerKeyNameCandidates, name => !empty(name))
+
+// Shared state: the Redis deployed here, else an existing Azure Managed Redis (both through the
+// app identity), else gatewayState as given. Azure Managed Redis listens on 10000, TLS only.
+var existingRedisIds = deployRedis ? [] : filter([trim(redisResourceId)], id => !empty(id))
+var usesManagedRedis = deployRedis || !empty(existingRedisIds)
+var managedRedisHostName = deployRedis ? redis.outputs.hostName : (usesManagedRedis ? existingRedisAccess[0].outputs.hostName : '')
 
 // `["${AZURE_OPENAI_RESOURCE_ID=}"]` in main.parameters.json becomes [""] when the variable is unset.
 var azureOpenAiAccountIds = filter(azureOpenAiResourceIds, id => !empty(trim(id)))
@@ -169,6 +230,9 @@ module keyVault 'app/keyvault.bicep' = {
     gatewayApiKeys: gatewayApiKeys
     routeApiKeys: routeApiKeys
     routeKeyIds: routeKeyIds
+    consumerKeys: consumerKeys
+    consumerKeyNames: consumerKeyNames
+    gatewayStateKey: gatewayStateKey
   }
 }
 
@@ -195,10 +259,34 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+module redis 'app/redis.bicep' = if (deployRedis) {
+  name: 'redis'
+  scope: rg
+  params: {
+    name: !empty(redisName) ? redisName : '${abbrs.cacheRedis}${resourceToken}'
+    location: location
+    tags: tags
+    skuName: redisSkuName
+    highAvailability: redisHighAvailability
+    identityPrincipalId: identity.outputs.principalId
+  }
+}
+
+// An existing cluster may live in any resource group or subscription: scope the assignment there.
+module existingRedisAccess 'app/redis-access.bicep' = [for (clusterId, i) in existingRedisIds: {
+  name: 'redis-access-${i}-${resourceToken}'
+  scope: resourceGroup(split(clusterId, '/')[2], split(clusterId, '/')[4])
+  params: {
+    clusterName: last(split(clusterId, '/'))
+    principalId: identity.outputs.principalId
+  }
+}]
+
 module api 'app/api.bicep' = {
   name: 'api'
   scope: rg
-  // Roles first: the host needs storage, and Key Vault references resolve at start.
+  // Roles first: the host needs storage, and Key Vault references resolve at start. The Redis
+  // access policy assignments come first too (GATEWAY_STATE refers to their modules' outputs).
   dependsOn: [
     rbac
   ]
@@ -217,6 +305,14 @@ module api 'app/api.bicep' = {
     gatewayApiKeysSecretUri: empty(gatewayApiKeys) ? '' : keyVault.outputs.gatewayApiKeysSecretUri
     routes: routes
     routeKeyIds: routeKeyIds
+    consumers: consumers
+    consumerKeyNames: consumerKeyNames
+    gatewayAuth: gatewayAuth
+    gatewayEntraTenant: empty(gatewayEntraTenant) ? tenant().tenantId : gatewayEntraTenant
+    gatewayEntraAudience: gatewayEntraAudience
+    gatewayState: usesManagedRedis ? 'rediss://${managedRedisHostName}:10000' : trim(gatewayState)
+    gatewayStateAuth: usesManagedRedis ? 'managed-identity' : gatewayStateAuth
+    gatewayStateKeySecretUri: empty(gatewayStateKey) ? '' : keyVault.outputs.gatewayStateKeySecretUri
     additionalAppSettings: additionalAppSettings
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
@@ -257,3 +353,7 @@ output SERVICE_API_URI string = 'https://${api.outputs.defaultHostName}'
 output GATEWAY_URL string = 'https://${api.outputs.defaultHostName}'
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
+@description('Host name of the Azure Managed Redis holding the shared state (deployed or existing); empty when none.')
+output AZURE_REDIS_HOST_NAME string = managedRedisHostName
+@description('Name of the Azure Managed Redis cluster this template deployed; empty when deployRedis is false.')
+output AZURE_REDIS_NAME string = deployRedis ? redis.outputs.name : ''

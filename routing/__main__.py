@@ -1,4 +1,5 @@
-"""`python -m routing check | serve [--host] [--port] [--demo] [--log-level] | routes convert|diff|list`."""
+"""`python -m routing check | serve [--host] [--port] [--demo] [--log-level] | routes convert|diff|list |
+consumers convert|diff|list`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import sys
 
 from routing.config.local_settings import load_local_settings
+from routing.manage.consumers_cli import add_consumers_parser, run_consumers
 from routing.manage.routes_cli import add_routes_parser, run_routes
 from routing.config.settings import SettingsError, load_route_table
 
@@ -121,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                        help="lowest level logged (default warning: no per-request lines)")
     add_routes_parser(sub)
+    add_consumers_parser(sub)
     args = parser.parse_args(argv)
-    return {"check": _check, "serve": _serve, "routes": run_routes}[args.command](args)
+    return {"check": _check, "serve": _serve, "routes": run_routes, "consumers": run_consumers}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 // The gateway: a Python Function App on the Flex Consumption plan.
 //
-// App settings follow DESIGN §3. Flex Consumption rejects the legacy settings
-// FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION, WEBSITE_RUN_FROM_PACKAGE,
-// WEBSITE_CONTENTSHARE, WEBSITE_CONTENTAZUREFILECONNECTIONSTRING, SCM_DO_BUILD_DURING_DEPLOYMENT,
-// ENABLE_ORYX_BUILD, WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT and siteConfig.linuxFxVersion:
-// the runtime comes from functionAppConfig.runtime, scale from functionAppConfig.scaleAndConcurrency.
-// None of them is set here (tests/infra checks it).
+// App settings follow DESIGN §3 (routes), §9 (consumers, GATEWAY_AUTH) and §11 (GATEWAY_STATE).
+// Flex Consumption rejects the legacy settings FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION,
+// WEBSITE_RUN_FROM_PACKAGE, WEBSITE_CONTENTSHARE, WEBSITE_CONTENTAZUREFILECONNECTIONSTRING,
+// SCM_DO_BUILD_DURING_DEPLOYMENT, ENABLE_ORYX_BUILD, WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT and
+// siteConfig.linuxFxVersion: the runtime comes from functionAppConfig.runtime, scale from
+// functionAppConfig.scaleAndConcurrency. None of them is set here (tests/infra checks it).
 
 @description('Name of the Function App.')
 param name string
@@ -49,7 +49,43 @@ param routes array = []
 @description('Ids of the routes whose upstream key is stored in Key Vault (secret route-<id>-api-key).')
 param routeKeyIds array = []
 
-@description('Extra app settings, name -> value (e.g. GATEWAY_COOLDOWN). Must not contain a Flex-rejected name.')
+@description('Consumers (see infra/README.md); each becomes CONSUMER__<NAME>__<FIELD> settings.')
+param consumers array = []
+
+@description('Names of the consumers whose keys are stored in Key Vault (secret consumer-<name>-keys).')
+param consumerKeyNames array = []
+
+@description('GATEWAY_AUTH: who may call (DESIGN §9).')
+@allowed([
+  'keys'
+  'entra'
+  'keys,entra'
+  'none'
+])
+param gatewayAuth string = 'keys'
+
+@description('GATEWAY_ENTRA_TENANT: tenant id whose tokens are accepted; set only when gatewayAuth includes entra.')
+param gatewayEntraTenant string = ''
+
+@description('GATEWAY_ENTRA_AUDIENCE: accepted audiences, comma-separated; set only when gatewayAuth includes entra.')
+param gatewayEntraAudience string = ''
+
+@description('GATEWAY_STATE: rediss://host:port of the shared state store; empty = per instance (memory).')
+param gatewayState string = ''
+
+@description('GATEWAY_STATE_AUTH: managed-identity, key or none; empty = the gateway\'s default for the URL.')
+@allowed([
+  ''
+  'managed-identity'
+  'key'
+  'none'
+])
+param gatewayStateAuth string = ''
+
+@description('Versionless secret URI of the Redis access key (GATEWAY_STATE_KEY), or empty for none.')
+param gatewayStateKeySecretUri string = ''
+
+@description('Extra app settings, name -> value (e.g. GATEWAY_COOLDOWN). Must not contain a Flex-rejected name. A name also generated here (GATEWAY_AUTH, GATEWAY_STATE, ...) is taken from here.')
 param additionalAppSettings object = {}
 
 @description('Python version of the Functions runtime.')
@@ -201,16 +237,76 @@ var routeSettingsPerRoute = [for r in routes: [
     name: 'ROUTE__${r.id}__REASONING'
     value: contains(r, 'reasoning') ? toLower(string(r.reasoning)) : null
   }
+  {
+    name: 'ROUTE__${r.id}__FAMILY'
+    value: contains(r, 'family') ? string(r.family) : null
+  }
 ]]
 
 var routeSettings = filter(flatten(routeSettingsPerRoute), setting => setting.value != null)
+
+// consumers[] -> CONSUMER__<NAME>__<FIELD> (DESIGN §9), like routes: only the fields given are set
+// (ARM evaluates only the branch taken), lists as comma-separated text; KEYS is a Key Vault reference
+// to the secret made from the @secure consumerKeys. ARM fails the deployment on a quotaPeriod other
+// than the four (the lookup names them) and on a limit that is not a whole number (int()).
+var quotaPeriods = { hourly: 'hourly', daily: 'daily', weekly: 'weekly', monthly: 'monthly' }
+
+var consumerSettingsPerConsumer = [for c in consumers: [
+  {
+    name: 'CONSUMER__${c.name}__KEYS'
+    value: contains(consumerKeyNames, c.name) ? format('@Microsoft.KeyVault(SecretUri={0}secrets/consumer-{1}-keys)', keyVaultUri, replace(replace(toLower(c.name), '_', '-'), '.', '-')) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__PRINCIPALS'
+    value: contains(c, 'principals') ? (empty(c.principals) ? null : join(c.principals, ',')) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__MODELS'
+    value: contains(c, 'models') ? (empty(c.models) ? null : join(c.models, ',')) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__TOKENS_PER_MINUTE'
+    value: contains(c, 'tokensPerMinute') ? string(int(c.tokensPerMinute)) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__REQUESTS_PER_MINUTE'
+    value: contains(c, 'requestsPerMinute') ? string(int(c.requestsPerMinute)) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__TOKEN_QUOTA'
+    value: contains(c, 'tokenQuota') ? string(int(c.tokenQuota)) : null
+  }
+  {
+    name: 'CONSUMER__${c.name}__QUOTA_PERIOD'
+    value: contains(c, 'quotaPeriod') ? quotaPeriods[c.quotaPeriod] : null
+  }
+]]
+
+var consumerSettings = filter(flatten(consumerSettingsPerConsumer), setting => setting.value != null)
+
+// Who may call (DESIGN §9) and the shared state (DESIGN §11). The Entra settings only when
+// GATEWAY_AUTH takes Entra tokens; empty values are left out, and so is a name that
+// additionalAppSettings gives (it wins, e.g. a GATEWAY_AUTH set there before this parameter).
+var acceptsEntra = contains(split(gatewayAuth, ','), 'entra')
+
+var gatewaySettingCandidates = [
+  { name: 'GATEWAY_AUTH', value: gatewayAuth }
+  { name: 'GATEWAY_ENTRA_TENANT', value: acceptsEntra ? gatewayEntraTenant : '' }
+  { name: 'GATEWAY_ENTRA_AUDIENCE', value: acceptsEntra ? gatewayEntraAudience : '' }
+  { name: 'GATEWAY_STATE', value: gatewayState }
+  { name: 'GATEWAY_STATE_AUTH', value: empty(gatewayState) ? '' : gatewayStateAuth }
+  { name: 'GATEWAY_STATE_KEY', value: empty(gatewayStateKeySecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${gatewayStateKeySecretUri})' }
+]
+
+var gatewaySettings = filter(gatewaySettingCandidates, setting => !(empty(setting.value) || contains(additionalAppSettings, setting.name)))
 
 var additionalSettings = [for setting in items(additionalAppSettings): {
   name: setting.key
   value: string(setting.value)
 }]
 
-var appSettings = concat(baseAppSettings, gatewayKeySettings, routeSettings, additionalSettings)
+var appSettings = concat(baseAppSettings, gatewayKeySettings, gatewaySettings, consumerSettings, routeSettings,
+  additionalSettings)
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: name

@@ -1,11 +1,13 @@
-// Key Vault (RBAC mode) holding every secret the gateway needs: the inbound gateway keys and
-// the upstream keys of key-authenticated routes. The Function App reads them through
-// Key Vault references (`@Microsoft.KeyVault(SecretUri=...)`) resolved by the platform with
-// its user-assigned identity (site property keyVaultReferenceIdentity).
+// Key Vault (RBAC mode) holding every secret the gateway needs: the inbound gateway keys, the
+// consumers' keys, the upstream keys of key-authenticated routes and a Redis access key. The
+// Function App reads them through Key Vault references (`@Microsoft.KeyVault(SecretUri=...)`)
+// resolved by the platform with its user-assigned identity (site property keyVaultReferenceIdentity).
 //
 // Secret names (contract with api.bicep, which builds the references):
 //   gateway-api-keys            GATEWAY_API_KEYS (comma-separated inbound keys)
 //   route-<id>-api-key          ROUTE__<ID>__API_KEY; <id> = route id lowercased, '_' and '.' -> '-'
+//   consumer-<name>-keys        CONSUMER__<NAME>__KEYS (comma-separated); <name> as <id> above
+//   gateway-state-key           GATEWAY_STATE_KEY (an existing Redis reached with an access key)
 
 @description('Name of the Key Vault (3-24 characters, globally unique).')
 @minLength(3)
@@ -40,9 +42,24 @@ param routeApiKeys object = {}
 @description('Ids of the routes whose key is stored (the keys of routeApiKeys with a non-empty value).')
 param routeKeyIds array = []
 
+@secure()
+@description('Consumer name -> comma-separated keys. Only the names listed in consumerKeyNames are stored.')
+param consumerKeys object = {}
+
+@description('Names of the consumers whose keys are stored (the keys of consumerKeys with a non-empty value).')
+param consumerKeyNames array = []
+
+@secure()
+@description('Access key of an existing Redis (GATEWAY_STATE_KEY); empty creates no secret.')
+param gatewayStateKey string = ''
+
 var gatewayApiKeysSecretName = 'gateway-api-keys'
 var gatewayApiKeysSecretNames = empty(gatewayApiKeys) ? [] : [
   gatewayApiKeysSecretName
+]
+var gatewayStateKeySecretName = 'gateway-state-key'
+var gatewayStateKeySecretNames = empty(gatewayStateKey) ? [] : [
+  gatewayStateKeySecretName
 ]
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -99,8 +116,34 @@ resource routeApiKeySecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [fo
   }
 }]
 
+resource consumerKeySecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for consumerName in consumerKeyNames: {
+  parent: vault
+  name: format('consumer-{0}-keys', replace(replace(toLower(consumerName), '_', '-'), '.', '-'))
+  properties: {
+    value: consumerKeys[consumerName]
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
+resource gatewayStateKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secretName in gatewayStateKeySecretNames: {
+  parent: vault
+  name: secretName
+  properties: {
+    value: gatewayStateKey
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
 output name string = vault.name
 output id string = vault.id
 output vaultUri string = vault.properties.vaultUri
 @description('Versionless URI of the gateway keys secret (it exists only when gatewayApiKeys was not empty).')
 output gatewayApiKeysSecretUri string = '${vault.properties.vaultUri}secrets/${gatewayApiKeysSecretName}'
+@description('Versionless URI of the Redis access key secret (it exists only when gatewayStateKey was not empty).')
+output gatewayStateKeySecretUri string = '${vault.properties.vaultUri}secrets/${gatewayStateKeySecretName}'

@@ -27,18 +27,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from routing.config.settings import ROUTE_FIELDS, ROUTE_PREFIX
-
-ENV_REFERENCE = "os.environ/"
-
-
-def _camel(setting_field: str) -> str:
-    first, *rest = setting_field.lower().split("_")
-    return first + "".join(part.title() for part in rest)
-
+from routing.manage.settings_io import CommandError, camel_case, load_document, resolve_reference
 
 # Route-object field → setting field, derived from the loader's own list so the two cannot drift;
 # the names are the Bicep's (tests/test_routes_cli.py checks them against api.bicep).
-FILE_FIELDS = {_camel(setting_field): setting_field for setting_field in ROUTE_FIELDS}
+FILE_FIELDS = {camel_case(setting_field): setting_field for setting_field in ROUTE_FIELDS}
 
 # LiteLLM `litellm_params` keys with a gateway equivalent → route-object field. Every other key
 # is reported as a warning: nothing is dropped silently.
@@ -50,12 +43,8 @@ LITELLM_PROVIDERS = {"azure/": "azure-openai", "azure_ai/": "azure-ai"}
 LITELLM_KEY_FALLBACK = {"azure-openai": "AZURE_API_KEY", "azure-ai": "AZURE_AI_API_KEY"}
 
 
-class RoutesFileError(Exception):
+class RoutesFileError(CommandError):
     """Every problem found in the routes file, one line each, naming where it is."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = errors
-        super().__init__("\n".join(errors))
 
 
 @dataclass
@@ -89,25 +78,9 @@ def read_routes_file(path: Path, environ: Mapping[str, str] = os.environ,
 
 def _load_document(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RoutesFileError([f"{path}: cannot read it ({exc.strerror})"]) from None
-    suffix = path.suffix.lower()
-    if suffix == ".json" or suffix not in (".yaml", ".yml"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            if suffix == ".json":
-                raise RoutesFileError([f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})"]) from None
-    try:  # YAML is an operator-tool dependency only (requirements-dev.txt), not the runtime's
-        import yaml
-    except ImportError:
-        raise RoutesFileError([f"{path}: reading YAML needs PyYAML (pip install PyYAML); "
-                               "or write the routes as JSON"]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RoutesFileError([f"{path}: not valid YAML ({exc})"]) from None
+        return load_document(path, "routes")
+    except CommandError as exc:
+        raise RoutesFileError(exc.errors) from None
 
 
 class _Converter:
@@ -119,17 +92,7 @@ class _Converter:
 
     def resolve(self, value: Any, where: str) -> Any:
         """`os.environ/NAME` → --key-ref NAME=..., else the variable NAME; else an error."""
-        if not isinstance(value, str) or not value.startswith(ENV_REFERENCE):
-            return value
-        name = value[len(ENV_REFERENCE):]
-        if name in self.key_refs:
-            return self.key_refs[name]
-        if self.environ.get(name):
-            return self.environ[name]
-        self.errors.append(
-            f"{where}: {value}, but {name} is not set; export {name}=..., or map it with "
-            f"--key-ref '{name}=@Microsoft.KeyVault(SecretUri=https://<vault>.vault.azure.net/secrets/<name>/)'")
-        return None
+        return resolve_reference(value, where, self.environ, self.key_refs, self.errors)
 
     def to_settings(self, objects: list[tuple[str, Any]]) -> ConvertedRoutes:
         converted = ConvertedRoutes(warnings=self.warnings)

@@ -1,10 +1,14 @@
 """Shared model of infra/ for the tests: pycep parse trees, helpers to walk them, an evaluator of
-the ROUTE__* construction with ARM semantics, and azd's parameter-file substitution."""
+the app-settings construction (routes, consumers, auth, state; main.bicep -> api.bicep) with ARM
+semantics, and azd's parameter-file substitution."""
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections import ChainMap
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ ROUTE_FIELD_PROPERTIES = {
     "MODEL": "model", "BACKEND": "backend", "ENDPOINT": "endpoint", "DEPLOYMENT": "deployment",
     "API_VERSION": "apiVersion", "AUTH": "auth", "CLIENT_ID": "clientId", "SCOPE": "scope",
     "HEADERS": "headers", "PARAMS": "params", "PRIORITY": "priority", "WEIGHT": "weight",
-    "TIMEOUT": "timeout", "KEY_HEADER": "keyHeader", "REASONING": "reasoning",
+    "TIMEOUT": "timeout", "KEY_HEADER": "keyHeader", "REASONING": "reasoning", "FAMILY": "family",
 }
 ROUTE_FIELDS = {*ROUTE_FIELD_PROPERTIES, "API_KEY"}  # API_KEY comes from routeApiKeys, never routes[]
 
@@ -93,18 +97,21 @@ def code_without_comments(path: Path) -> str:
     return re.sub(r"//[^\n]*", "", path.read_text())
 
 
-def module_file(module: dict[str, Any]) -> Path:
-    return INFRA / module["detail"]["path"]
+def module_file(module: dict[str, Any], parent: Path = INFRA) -> Path:
+    """The file of a local module; `parent` is the folder of the file that declares it."""
+    return parent / module["detail"]["path"]
 
 
+# --- evaluating templates with ARM semantics ------------------------------------------------
 
-# --- routes -> ROUTE__<ID>__<FIELD> ----------------------------------------------------------
+TENANT_ID = "72f988bf-0000-4000-8000-00000000beef"  # what tenant().tenantId gives in these tests
+
 
 class Evaluator:
-    """Evaluates the pycep tree of the route-settings expression with ARM semantics, enough for
-    the functions api.bicep uses. Bare strings are identifiers when bound, literals otherwise."""
+    """Evaluates pycep trees with ARM semantics, enough for the functions the templates' settings
+    use. Bare strings are identifiers when bound, literals otherwise."""
 
-    def __init__(self, scope: dict[str, Any]):
+    def __init__(self, scope: Mapping[str, Any]):
         self.scope = scope
 
     def __call__(self, node: Any) -> Any:
@@ -117,7 +124,7 @@ class Evaluator:
         if isinstance(node, dict) and "operator" in node:
             return self.operator(node["operator"]["type"], node["operator"]["operands"])
         if isinstance(node, dict) and "function" in node:
-            return self.function(node["function"]["type"], node["function"]["parameters"])
+            return self.function(node["function"])
         if isinstance(node, dict):
             return {key: self(value) for key, value in node.items()}
         return node
@@ -126,8 +133,19 @@ class Evaluator:
         head, *rest = dotted.split(".")
         value = self.scope[head]
         for name in rest:
-            value = value[name]
+            value = self.member(value, name)
         return value
+
+    @staticmethod
+    def member(value: Any, key: Any) -> Any:
+        """ARM property names are case-insensitive; a missing one fails the deployment."""
+        if isinstance(value, Mapping) and isinstance(key, str) and key not in value:
+            matches = [k for k in value if isinstance(k, str) and k.lower() == key.lower()]
+            if not matches:
+                raise KeyError(f"the language expression property '{key}' doesn't exist, available properties "
+                               f"are '{', '.join(value)}'")
+            key = matches[0]
+        return value[key]
 
     @staticmethod
     def arm_string(value: Any) -> str:
@@ -140,43 +158,168 @@ class Evaluator:
         return str(value)
 
     def operator(self, kind: str, ops: dict[str, Any]) -> Any:
-        if kind == "conditional":
+        if kind == "conditional":  # ARM evaluates only the branch taken
             return self(ops["true_value"]) if self(ops["condition"]) else self(ops["false_value"])
+        if kind == "index_accessor":
+            return self.member(self(ops["operand_1"]), self(ops["operand_2"]))
         if kind == "property_accessor":
-            target = self(ops["operand_1"])
             key = ops["operand_2"]
-            if isinstance(key, dict) and "operator" in key:  # pycep reads `s.value != null` as `s.(value != null)`
+            if isinstance(key, dict) and "operator" in key:
+                # pycep reads `a.b.c` as `a.(b.c)` and `s.value != null` as `s.(value != null)`
                 inner = key["operator"]
-                first = {"operator": {"type": "property_accessor",
-                                      "operands": {"operand_1": ops["operand_1"], "operand_2": inner["operands"]["operand_1"]}}}
+                first = {"operator": {"type": kind, "operands": {"operand_1": ops["operand_1"],
+                                                                 "operand_2": inner["operands"]["operand_1"]}}}
                 return self.operator(inner["type"], {**inner["operands"], "operand_1": first})
-            return target[key]
+            return self.member(self(ops["operand_1"]), key)
         if kind == "not_equals":
             return self(ops["operand_1"]) != self(ops["operand_2"])
         if kind == "equals":
             return self(ops["operand_1"]) == self(ops["operand_2"])
         if kind == "not":
             return not self(ops["bool_value"])
+        if kind == "and":
+            return bool(self(ops["operand_1"])) and bool(self(ops["operand_2"]))
+        if kind == "or":
+            return bool(self(ops["operand_1"])) or bool(self(ops["operand_2"]))
         raise NotImplementedError(f"operator {kind}")
 
-    def function(self, kind: str, params: dict[str, Any]) -> Any:
+    def function(self, node: dict[str, Any]) -> Any:
+        kind, params = node["type"], node.get("parameters", {})
+        if kind == "tenant":
+            value: Any = {"tenantId": TENANT_ID}
+        elif kind == "filter":
+            name = params["input_element"]
+            value = [item for item in self(params["input_array"])
+                     if Evaluator(ChainMap({name: item}, self.scope))(params["expression"])]
+        else:
+            value = self.plain_function(kind, params)
+        if "index" in node:  # split(...)[4]
+            value = value[node["index"]]
+        if "property_name" in node:  # tenant().tenantId: pycep keeps the token's repr
+            value = self.member(value, re.search(r"'(\w+)'\)\]?$", node["property_name"]).group(1))
+        return value
+
+    def plain_function(self, kind: str, params: dict[str, Any]) -> Any:
         if kind == "contains":
-            return self(params["item_to_find"]) in self(params["container"])
+            container, item = self(params["container"]), self(params["item_to_find"])
+            if isinstance(container, Mapping):  # an object's keys, case-insensitively
+                return item.lower() in {key.lower() for key in container}
+            return item in container
         if kind == "string":
             return self.arm_string(self(params["value_to_convert"]))
+        if kind == "int":
+            value = self(params["value_to_convert"])
+            if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value)):
+                raise ValueError(f"int(): {value!r} is not an integer")  # ARM fails the deployment
+            return int(value)
         if kind == "to_lower":
             return self(params["string_to_change"]).lower()
+        if kind == "trim":
+            return self(params["string_to_trim"]).strip()
+        if kind == "empty":
+            return not self(params["item_to_test"])
+        if kind == "join":
+            return self(params["delimiter"]).join(self(params["input_array"]))
+        if kind == "split":
+            return self(params["input_string"]).split(self(params["delimiter"]))
+        if kind == "last":
+            return self(params["arg_1"])[-1]
+        if kind == "flatten":
+            return [item for group in self(params["array_to_flattern"]) for item in group]
         if kind == "replace":
             return self(params["original_string"]).replace(self(params["old_string"]), self(params["new_string"]))
         if kind == "format":
             args = [self(v) for k, v in sorted(params.items()) if k.startswith("arg_")]
             return self(params["format_string"]).format(*args)
-        if kind == "filter":
-            name = params["input_element"]
-            return [item for item in self(params["input_array"])
-                    if Evaluator({**self.scope, name: item})(params["expression"])]
+        if kind == "guid":  # deterministic, GUID-shaped, like ARM's
+            parts = [self.arm_string(self(v)) for k, v in sorted(params.items())]
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
         raise NotImplementedError(f"function {kind}")
 
+
+class NotDeployed(Mapping):
+    """A conditional module whose condition is false: reading its outputs is a template bug."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getitem__(self, key: str) -> Any:
+        raise AssertionError(f"module {self.name} is not deployed, yet its {key} are read")
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class TemplateScope(Mapping):
+    """The names one template's expressions see: the given parameters (else their literal
+    defaults), other bindings (module outputs, ...), and its variables, evaluated on first use
+    (loops included)."""
+
+    def __init__(self, doc: dict[str, Any], values: Mapping[str, Any]):
+        self.doc = doc
+        self.values = {name: self.typed(doc, name, value) for name, value in values.items()}
+        self.defaults = {name: spec.get("default") for name, spec in doc.get("parameters", {}).items()}
+        self.variables = doc.get("variables", {})
+
+    @staticmethod
+    def typed(doc: dict[str, Any], name: str, value: Any) -> Any:
+        """azd hands every substituted value over as text; ARM converts it to the parameter's type."""
+        kind = doc.get("parameters", {}).get(name, {}).get("type")
+        if kind == "bool" and isinstance(value, str):
+            assert value in ("true", "false"), f"{name}: {value!r} is not a bool"
+            return value == "true"
+        if kind == "int" and isinstance(value, str):
+            return int(value)
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.values:
+            if name in self.variables:
+                self.values[name] = self.evaluate(self.variables[name]["value"])
+            elif name in self.defaults:
+                return self.defaults[name]
+            else:
+                raise KeyError(name)
+        return self.values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values or name in self.variables or name in self.defaults
+
+    def __iter__(self):
+        return iter({*self.values, *self.variables, *self.defaults})
+
+    def __len__(self) -> int:
+        return len({*self.values, *self.variables, *self.defaults})
+
+    def evaluate(self, node: Any) -> Any:
+        """A value, or a `for` loop over an array or an object (items as {key, value})."""
+        if isinstance(node, dict) and "loop_type" in node:
+            detail = node["loop_type"]["detail"]
+            if "object_name" in detail:
+                items = [{"key": k, "value": v} for k, v in Evaluator(self)(detail["object_name"]).items()]
+            else:
+                items = Evaluator(self)(detail["array_name"])
+            return [Evaluator(ChainMap({detail["item_name"]: item, **({detail["index_name"]: i} if "index_name" in detail else {})},
+                                       self))(node["config"]) for i, item in enumerate(items)]
+        return Evaluator(self)(node)
+
+
+def settings_list(scope: TemplateScope, name: str) -> dict[str, str]:
+    """A variable holding [{name, value}] app settings, as name -> value (names unique)."""
+    settings = scope[name]
+    names = [setting["name"] for setting in settings]
+    assert len(names) == len(set(n.upper() for n in names)), f"duplicate settings {names}"
+    return {setting["name"]: setting["value"] for setting in settings}
+
+
+def api_scope(**params: Any) -> TemplateScope:
+    return TemplateScope(template("app/api.bicep"), {"keyVaultUri": VAULT_URI, **params})
+
+
+# --- routes -> ROUTE__<ID>__<FIELD> ----------------------------------------------------------
 
 def route_settings(routes: list[dict[str, Any]], route_key_ids: list[str]) -> dict[str, str]:
     """ROUTE__* app settings api.bicep produces for `routes`: the for-loop per route, then
@@ -184,17 +327,54 @@ def route_settings(routes: list[dict[str, Any]], route_key_ids: list[str]) -> di
     doc = template("app/api.bicep")
     loop = variable(doc, "routeSettingsPerRoute")
     assert loop["loop_type"]["detail"] == {"item_name": "r", "array_name": "routes"}
-    per_route = [Evaluator({"r": route, "routeKeyIds": route_key_ids, "keyVaultUri": VAULT_URI})(loop["config"])
-                 for route in routes]
     final = variable(doc, "routeSettings")["function"]
     assert final["type"] == "filter"
     assert final["parameters"]["input_array"] == {
         "function": {"type": "flatten", "parameters": {"array_to_flattern": "routeSettingsPerRoute"}}}
-    flat = [setting for settings in per_route for setting in settings]
-    kept = Evaluator({})({"function": {**final, "parameters": {**final["parameters"], "input_array": flat}}})
-    names = [setting["name"] for setting in kept]
-    assert len(names) == len(set(names)), f"duplicate settings {names}"
-    return {setting["name"]: setting["value"] for setting in kept}
+    return settings_list(api_scope(routes=routes, routeKeyIds=route_key_ids), "routeSettings")
+
+
+# --- consumers, GATEWAY_AUTH, GATEWAY_STATE: main.bicep -> api.bicep --------------------------
+
+def consumer_settings(consumers: list[dict[str, Any]], consumer_key_names: list[str]) -> dict[str, str]:
+    """CONSUMER__* app settings api.bicep produces, built the same way as the routes'."""
+    loop = variable(template("app/api.bicep"), "consumerSettingsPerConsumer")
+    assert loop["loop_type"]["detail"] == {"item_name": "c", "array_name": "consumers"}
+    return settings_list(api_scope(consumers=consumers, consumerKeyNames=consumer_key_names), "consumerSettings")
+
+
+REDIS_HOST = "redis-tok3n.eastus2.redis.azure.net"
+API_PARAMS_FROM_MAIN = ("gatewayApiKeysSecretUri", "routes", "routeKeyIds", "consumers", "consumerKeyNames", "gatewayAuth", "gatewayEntraTenant",
+                        "gatewayEntraAudience", "gatewayState", "gatewayStateAuth", "gatewayStateKeySecretUri",
+                        "additionalAppSettings")
+
+
+def main_scope(params: Mapping[str, Any]) -> TemplateScope:
+    """main.bicep with `params`, its modules' outputs stubbed: `redis` only when its condition
+    holds, one `existingRedisAccess` per id of its loop."""
+    main = template("main.bicep")
+    scope = TemplateScope(main, {**params, "keyVault": {"outputs": {
+        "vaultUri": VAULT_URI, "gatewayApiKeysSecretUri": f"{VAULT_URI}secrets/gateway-api-keys",
+        "gatewayStateKeySecretUri": f"{VAULT_URI}secrets/gateway-state-key"}}})
+    redis = main["modules"]["redis"]["config"]
+    scope.values["redis"] = ({"outputs": {"hostName": REDIS_HOST, "name": REDIS_HOST.split(".")[0]}}
+                             if Evaluator(scope)(redis["condition"]) else NotDeployed("redis"))
+    loop = main["modules"]["existingRedisAccess"]["config"]["loop_type"]["detail"]
+    scope.values["existingRedisAccess"] = [{"outputs": {"hostName": f"{cluster_id.rsplit('/', 1)[-1]}.westeurope.redis.azure.net"}}
+                                           for cluster_id in scope[loop["array_name"]]]
+    return scope
+
+
+def app_settings_from_main(params: Mapping[str, Any]) -> dict[str, str]:
+    """The settings api.bicep generates (all but the base ones) from main.bicep's parameters:
+    main's `api` module params evaluated, then api.bicep's own expressions."""
+    scope = main_scope(params)
+    given = unwrap(template("main.bicep")["modules"]["api"]["config"])["params"]
+    api = api_scope(**{name: Evaluator(scope)(given[name]) for name in API_PARAMS_FROM_MAIN})
+    settings = {}
+    for name in ("gatewayKeySettings", "gatewaySettings", "consumerSettings", "routeSettings", "additionalSettings"):
+        settings.update(settings_list(api, name))
+    return settings
 
 
 

@@ -83,22 +83,23 @@ def test_main_outputs():
 
 
 
-def test_main_modules_match_their_files():
+@pytest.mark.parametrize("path", [p for p in BICEP_FILES if parse(p).get("modules")],
+                         ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_modules_match_their_files(path: Path):
     """What `bicep build` would catch: unknown or missing module params, unknown outputs."""
-    doc = template("main.bicep")
+    doc = parse(path)
     for name, module in doc["modules"].items():
-        path = module_file(module)
-        assert path.is_file(), f"module {name}: {path} missing"
-        params = parse(path).get("parameters", {})
+        file = module_file(module, path.parent)
+        assert file.is_file(), f"module {name}: {file} missing"
+        params = parse(file).get("parameters", {})
         given = set(unwrap(module["config"])["params"])
         assert given <= set(params), f"module {name}: unknown params {given - set(params)}"
         required = {p for p, spec in params.items() if spec.get("default") is None}
         assert required <= given, f"module {name}: missing params {required - given}"
-    text = code_without_comments(INFRA / "main.bicep")
-    for module_name, output in re.findall(r"\b(\w+)\.outputs\.(\w+)", text):
+    for module_name, output in re.findall(r"\b(\w+)(?:\[\d+\])?\.outputs\.(\w+)", code_without_comments(path)):
         module = doc["modules"].get(module_name)
         assert module, f"{module_name}.outputs.{output}: no module {module_name}"
-        outputs = parse(module_file(module)).get("outputs", {})
+        outputs = parse(module_file(module, path.parent)).get("outputs", {})
         assert output in outputs, f"{module_name}.outputs.{output}: {module_file(module).name} has no such output"
 
 
@@ -230,8 +231,9 @@ def test_key_vault():
     assert vault["enableSoftDelete"] is True
     assert vault["softDeleteRetentionInDays"] == "softDeleteRetentionInDays"
     secrets = resources(template("app/keyvault.bicep"), "Microsoft.KeyVault/vaults/secrets")
-    assert set(secrets) == {"gatewayApiKeysSecret", "routeApiKeySecrets"}
+    assert set(secrets) == {"gatewayApiKeysSecret", "routeApiKeySecrets", "consumerKeySecrets", "gatewayStateKeySecret"}
     assert secrets["gatewayApiKeysSecret"]["properties"]["value"] == "gatewayApiKeys"
+    assert secrets["gatewayStateKeySecret"]["properties"]["value"] == "gatewayStateKey"
 
 
 def conditional(node: Any) -> dict[str, Any]:
