@@ -355,7 +355,8 @@ def test_litellm_model_list_converts(tmp_path):
         "ROUTE__GPT_4O__ENDPOINT": "https://res.openai.azure.com", "ROUTE__GPT_4O__DEPLOYMENT": "gpt-4o",
         "ROUTE__GPT_4O__API_VERSION": "2024-10-21",
         "ROUTE__LLAMA3__MODEL": "llama3", "ROUTE__LLAMA3__BACKEND": "azure-ai",
-        "ROUTE__LLAMA3__ENDPOINT": "https://ai-res.services.ai.azure.com/models",  # LiteLLM adds /models itself
+        # A Foundry resource: its OpenAI v1 endpoint, not the model inference API LiteLLM calls.
+        "ROUTE__LLAMA3__ENDPOINT": "https://ai-res.services.ai.azure.com", "ROUTE__LLAMA3__API_VERSION": "v1",
         "ROUTE__LLAMA3__DEPLOYMENT": "Meta-Llama-3-70B-Instruct", "ROUTE__LLAMA3__API_KEY": "env-key",
         "ROUTE__LLAMA3__HEADERS": '{"extra-parameters":"pass-through"}',
         "ROUTE__GPT_4O_2__MODEL": "gpt-4o", "ROUTE__GPT_4O_2__BACKEND": "azure-openai",
@@ -369,6 +370,9 @@ def test_litellm_model_list_converts(tmp_path):
         "warning: model_list[0] ('gpt-4o'): litellm_params.rpm has no gateway equivalent; ignored",
         "warning: model_list[0] ('gpt-4o'): no api_key, so the route uses the app's managed identity "
         "(LiteLLM would have read AZURE_API_KEY)",
+        "warning: model_list[1] ('llama3'): on Foundry's OpenAI v1 endpoint "
+        "(https://ai-res.services.ai.azure.com/openai/v1), the successor of the deprecated model inference "
+        "API LiteLLM calls",
     ]
 
     # os.environ/NAME mapped to a Key Vault reference: right for App Service, refused locally.
@@ -412,3 +416,23 @@ def test_converted_litellm_config_serves_through_the_gateway(emulators, upstream
         assert seen["headers"]["authorization"].startswith("Bearer ey")  # the managed identity's token
     finally:
         gateway.stop()
+
+
+def test_migrate_v1_moves_foundry_models_routes_only(tmp_path):
+    current = {"GATEWAY_API_KEYS": "k-0123456789abcdef",
+               "ROUTE__MISTRAL__MODEL": "mistral", "ROUTE__MISTRAL__BACKEND": "azure-ai",
+               "ROUTE__MISTRAL__ENDPOINT": "https://res.services.ai.azure.com/models",
+               "ROUTE__MISTRAL__DEPLOYMENT": "Mistral-Large-2411", "ROUTE__MISTRAL__API_KEY": "k" * 20,
+               "ROUTE__LLAMA__MODEL": "llama", "ROUTE__LLAMA__BACKEND": "azure-ai",
+               "ROUTE__LLAMA__ENDPOINT": "https://Meta-Llama-3-70B-Instruct-abc.eastus2.models.ai.azure.com",
+               "ROUTE__LLAMA__API_KEY": "k" * 20}
+    write_local_settings(tmp_path / "local.settings.json", current)
+    result = routes("migrate-v1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "moving MISTRAL to Foundry's OpenAI v1 endpoint" in out
+    assert "~ ROUTE__MISTRAL__ENDPOINT = https://res.services.ai.azure.com/models -> https://res.services.ai.azure.com" in out
+    assert "+ ROUTE__MISTRAL__API_VERSION = v1" in out
+    assert "ROUTE__LLAMA__" not in out  # serverless: no v1 endpoint there
+    assert "k" * 20 not in out
+

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from routing.config.consumers import AUTH_MODES
 from routing.config.settings import ROUTE_PREFIX, RouteTable, SettingsError, load_route_table, redacted_headers
-from routing.manage.routes_file import ConvertedRoutes, read_routes_file
-from routing.manage.settings_io import (CommandError, SettingsKind, add_parser, current_settings, diff_command,
+from routing.manage.routes_file import ConvertedRoutes, foundry_v1_endpoint, read_routes_file
+from routing.manage.settings_io import (CommandError, SettingsKind, add_current_arguments, add_parser,
+                                        current_settings, diff_command,
                                         is_kv_reference, merge_local_settings, run, settings_text, write_output)
 
 # The loader requires an inbound key; when the current settings have none, this stands in for it.
@@ -37,8 +38,14 @@ LIST_COLUMNS = ("id", "model", "backend", "endpoint", "deployment", "auth", "pri
 
 
 def add_routes_parser(sub: argparse._SubParsersAction) -> None:
-    add_parser(sub, ROUTES, "convert a routes file (ours or LiteLLM's) to app settings, diff it against the current "
-               "settings, list the current routes", __doc__, _convert, _diff, _list)
+    commands = add_parser(sub, ROUTES, "convert a routes file (ours or LiteLLM's) to app settings, diff it against "
+                          "the current settings, list the current routes", __doc__, _convert, _diff, _list)
+    command = commands.add_parser("migrate-v1", help="the changes that move the current azure-ai routes on "
+                                  "Foundry's deprecated /models API to its OpenAI v1 endpoint")
+    add_current_arguments(command)
+    command.add_argument("--app", default="$AZURE_FUNCTION_NAME", help="Function App name for the printed commands")
+    command.add_argument("--resource-group", default="$AZURE_RESOURCE_GROUP", help="its resource group")
+    command.set_defaults(routes_handler=_migrate_v1)
 
 
 def run_routes(args: argparse.Namespace) -> int:
@@ -63,6 +70,30 @@ def _convert(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     converted = _read(args)
     return diff_command(ROUTES, args, converted.settings, converted.sources)
+
+
+def _migrate_v1(args: argparse.Namespace) -> int:
+    """Every azure-ai route on `https://<resource>.services.ai.azure.com/models` (the model
+    inference API) moved to the resource's OpenAI v1 endpoint: ENDPOINT without `/models`,
+    API_VERSION=v1. Serverless `*.models.ai.azure.com` routes have no v1 endpoint and stay."""
+    current, _ = current_settings(args)
+    new = {name: value for name, value in current.items() if ROUTES.owns(name)}
+    moved = []
+    for name, value in current.items():
+        if not (name.upper().startswith(ROUTE_PREFIX) and name.upper().endswith("__ENDPOINT")):
+            continue
+        route_id = name[len(ROUTE_PREFIX):-len("__ENDPOINT")]
+        backend = current.get(f"{ROUTE_PREFIX}{route_id}__BACKEND", "").strip().lower()
+        v1 = foundry_v1_endpoint(value)
+        if backend == "azure-ai" and v1 is not None:
+            new[name] = v1
+            new[f"{ROUTE_PREFIX}{route_id}__API_VERSION"] = "v1"
+            moved.append(route_id)
+    if not moved:
+        print("no azure-ai route uses Foundry's /models API: nothing to migrate")
+        return 0
+    print(f"# moving {', '.join(moved)} to Foundry's OpenAI v1 endpoint (model families: see `routes list`)")
+    return diff_command(ROUTES, args, new, {}, local_hint=f"set the values above in {args.current or 'local.settings.json'}")
 
 
 def _list(args: argparse.Namespace) -> int:

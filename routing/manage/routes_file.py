@@ -182,17 +182,31 @@ class _Converter:
             self.warnings.append(f"{where}: no api_key, so the route uses the app's managed identity "
                                  f"(LiteLLM would have read {LITELLM_KEY_FALLBACK[backend]})")
         if backend == "azure-ai" and isinstance(route.get("endpoint"), str):
-            route["endpoint"] = _foundry_models_path(route["endpoint"])
+            v1 = foundry_v1_endpoint(route["endpoint"])
+            if v1 is not None and "apiVersion" not in route:
+                # Foundry resources: the OpenAI v1 endpoint, successor of the model inference API.
+                route["endpoint"], route["apiVersion"] = v1, "v1"
+                self.warnings.append(f"{where}: on Foundry's OpenAI v1 endpoint ({v1}/openai/v1), the successor of "
+                                     "the deprecated model inference API LiteLLM calls")
+            elif v1 is not None and not route["endpoint"].rstrip("/").endswith("/models"):
+                # An explicit api_version keeps the model inference API: LiteLLM adds `/models` itself.
+                route["endpoint"] = route["endpoint"].strip().rstrip("/") + "/models"
         return route
 
 
-def _foundry_models_path(endpoint: str) -> str:
-    """LiteLLM adds `/models` itself for `*.services.ai.azure.com`; the gateway's ENDPOINT includes it."""
+def foundry_v1_endpoint(endpoint: str) -> str | None:
+    """The OpenAI v1 base of a Foundry resource or project endpoint (`https://r.services.ai.azure.com`,
+    `.../api/projects/p`; a `/models`, `/openai` or `/openai/v1` suffix removed); None for other
+    hosts (serverless `*.models.ai.azure.com` has no v1 endpoint)."""
     parts = urlsplit(endpoint.strip())
-    host = (parts.hostname or "").lower()
-    if host.endswith(".services.ai.azure.com") and not parts.path.rstrip("/").endswith("/models"):
-        return endpoint.strip().rstrip("/") + "/models"
-    return endpoint
+    if not (parts.hostname or "").lower().endswith(".services.ai.azure.com"):
+        return None
+    path = parts.path.rstrip("/")
+    for suffix in ("/models", "/openai/v1", "/openai"):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def _unique_id(model_name: str, used: set[str]) -> str:

@@ -44,7 +44,8 @@ def camel_case(setting_field: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction, kind: SettingsKind, summary: str, description: str,
-               convert: Callable, diff: Callable, listing: Callable, *, convert_current: bool = False) -> None:
+               convert: Callable, diff: Callable, listing: Callable, *,
+               convert_current: bool = False) -> argparse._SubParsersAction:
     """`python -m routing <kind.command> convert | diff | list`; `run(kind, args)` dispatches."""
     parser = sub.add_parser(kind.command, help=summary, description=description,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +74,7 @@ def add_parser(sub: argparse._SubParsersAction, kind: SettingsKind, summary: str
     command = commands.add_parser("list", help=f"the {kind.command} of the current settings (keys never shown)")
     add_current_arguments(command)
     command.set_defaults(**{f"{kind.command}_handler": listing})
+    return commands
 
 
 def run(kind: SettingsKind, args: argparse.Namespace) -> int:
@@ -268,7 +270,7 @@ def merge_local_settings(kind: SettingsKind, path: Path, settings: Mapping[str, 
 
 
 def diff_command(kind: SettingsKind, args: argparse.Namespace, new: Mapping[str, str],
-                 sources: Mapping[str, str]) -> int:
+                 sources: Mapping[str, str], local_hint: str | None = None) -> int:
     """Print the kind's settings `new` adds, changes and removes against the current settings
     (validated first), then the commands that apply them."""
     current, platform = current_settings(args)
@@ -295,7 +297,7 @@ def diff_command(kind: SettingsKind, args: argparse.Namespace, new: Mapping[str,
         _print_az_commands(kind, args, current, new if added or changed else {}, removed)
     else:
         where = args.current or Path("local.settings.json")
-        print(f"# to apply locally:\n{convert_command(args, kind.command, 'local-settings', where)}")
+        print(f"# to apply locally:\n{local_hint or convert_command(args, kind.command, 'local-settings', where)}")
     return 0
 
 
