@@ -89,6 +89,18 @@ param gatewayStateAuth string = ''
 @description('Access key of the Redis in gatewayState (GATEWAY_STATE_AUTH=key), stored in Key Vault as gateway-state-key; GATEWAY_STATE_KEY is a reference to it.')
 param gatewayStateKey string = ''
 
+@secure()
+@description('GATEWAY_ID_SECRET override (azd env GATEWAY_ID_SECRET, at least 32 characters): replaces the key the gateway signs Responses API ids with, i.e. a deliberate rotation: every response id handed out before stops resolving (infra/README.md). Empty: keep the one in Key Vault.')
+param gatewayIdSecret string = ''
+
+@secure()
+@description('The gateway-id-secret in this environment\'s Key Vault, read by azd before each provision (main.parameters.json: secretOrRandomPassword); random characters from azd while there is none yet.')
+param gatewayIdSecretCurrent string = ''
+
+@secure()
+@description('Two more secretOrRandomPassword reads of the same secret: 30 random characters while the vault has none, completing gatewayIdSecretCurrent to a 45-character key; the stored value twice afterwards, which tells main.bicep to keep it.')
+param gatewayIdSecretSeed string = ''
+
 @description('Extra app settings, name -> value (e.g. {"GATEWAY_COOLDOWN": "5"}). A name given here wins over the one the parameters above generate.')
 param additionalAppSettings object = {}
 
@@ -167,6 +179,19 @@ var routeKeyIds = filter(routeKeyIdCandidates, id => !empty(id))
 var consumerKeyNameCandidates = [for entry in items(consumerKeys): empty(entry.value) ? '' : entry.key]
 var consumerKeyNames = filter(consumerKeyNameCandidates, name => !empty(name))
 
+// GATEWAY_ID_SECRET (DESIGN §13), generated once per environment and then kept. Before every
+// provision azd resolves secretOrRandomPassword (main.parameters.json) three times: each read
+// returns the vault's gateway-id-secret when there is one, else 15 fresh random letters and digits
+// (no vault named yet: AZURE_KEY_VAULT_NAME is unset before the first provision; or no such secret).
+// Stored: seed is current twice, and current is written back unchanged (a stored value is never
+// padded nor regenerated; the gateway refuses one under 32 characters, naming the setting).
+// Not stored: current + seed are 45 independent random characters. A non-empty gatewayIdSecret
+// (azd env GATEWAY_ID_SECRET) replaces it: a deliberate rotation. All empty (main.bicep deployed
+// without azd's parameter file): no secret and no setting. Comparison in parentheses: pycep
+// (tests/infra, checkov) misreads an unparenthesised `a == b ? c : d`.
+var gatewayIdSecretStored = (gatewayIdSecretSeed == '${gatewayIdSecretCurrent}${gatewayIdSecretCurrent}')
+var gatewayIdSecretValue = empty(trim(gatewayIdSecret)) ? (gatewayIdSecretStored ? gatewayIdSecretCurrent : '${gatewayIdSecretCurrent}${gatewayIdSecretSeed}') : trim(gatewayIdSecret)
+
 // Shared state: the Redis deployed here, else an existing Azure Managed Redis (both through the
 // app identity), else gatewayState as given. Azure Managed Redis listens on 10000, TLS only.
 var existingRedisIds = deployRedis ? [] : filter([trim(redisResourceId)], id => !empty(id))
@@ -233,6 +258,7 @@ module keyVault 'app/keyvault.bicep' = {
     consumerKeys: consumerKeys
     consumerKeyNames: consumerKeyNames
     gatewayStateKey: gatewayStateKey
+    gatewayIdSecret: gatewayIdSecretValue
   }
 }
 
@@ -313,6 +339,7 @@ module api 'app/api.bicep' = {
     gatewayState: usesManagedRedis ? 'rediss://${managedRedisHostName}:10000' : trim(gatewayState)
     gatewayStateAuth: usesManagedRedis ? 'managed-identity' : gatewayStateAuth
     gatewayStateKeySecretUri: empty(gatewayStateKey) ? '' : keyVault.outputs.gatewayStateKeySecretUri
+    gatewayIdSecretUri: empty(gatewayIdSecretValue) ? '' : keyVault.outputs.gatewayIdSecretUri
     additionalAppSettings: additionalAppSettings
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB

@@ -85,6 +85,9 @@ param gatewayStateAuth string = ''
 @description('Versionless secret URI of the Redis access key (GATEWAY_STATE_KEY), or empty for none.')
 param gatewayStateKeySecretUri string = ''
 
+@description('Versionless secret URI of the key that signs Responses API ids (GATEWAY_ID_SECRET, DESIGN §13), or empty for none.')
+param gatewayIdSecretUri string = ''
+
 @description('Extra app settings, name -> value (e.g. GATEWAY_COOLDOWN). Must not contain a Flex-rejected name. A name also generated here (GATEWAY_AUTH, GATEWAY_STATE, ...) is taken from here.')
 param additionalAppSettings object = {}
 
@@ -284,7 +287,8 @@ var consumerSettingsPerConsumer = [for c in consumers: [
 
 var consumerSettings = filter(flatten(consumerSettingsPerConsumer), setting => setting.value != null)
 
-// Who may call (DESIGN §9) and the shared state (DESIGN §11). The Entra settings only when
+// Who may call (DESIGN §9), the shared state (DESIGN §11) and the response-id key (DESIGN §13,
+// a Key Vault reference like every secret here). The Entra settings only when
 // GATEWAY_AUTH takes Entra tokens; empty values are left out, and so is a name that
 // additionalAppSettings gives (it wins, e.g. a GATEWAY_AUTH set there before this parameter).
 var acceptsEntra = contains(split(gatewayAuth, ','), 'entra')
@@ -296,6 +300,7 @@ var gatewaySettingCandidates = [
   { name: 'GATEWAY_STATE', value: gatewayState }
   { name: 'GATEWAY_STATE_AUTH', value: empty(gatewayState) ? '' : gatewayStateAuth }
   { name: 'GATEWAY_STATE_KEY', value: empty(gatewayStateKeySecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${gatewayStateKeySecretUri})' }
+  { name: 'GATEWAY_ID_SECRET', value: empty(gatewayIdSecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${gatewayIdSecretUri})' }
 ]
 
 var gatewaySettings = filter(gatewaySettingCandidates, setting => !(empty(setting.value) || contains(additionalAppSettings, setting.name)))

@@ -8,6 +8,8 @@
 //   route-<id>-api-key          ROUTE__<ID>__API_KEY; <id> = route id lowercased, '_' and '.' -> '-'
 //   consumer-<name>-keys        CONSUMER__<NAME>__KEYS (comma-separated); <name> as <id> above
 //   gateway-state-key           GATEWAY_STATE_KEY (an existing Redis reached with an access key)
+//   gateway-id-secret           GATEWAY_ID_SECRET (signs Responses API ids, DESIGN §13; generated once
+//                               per environment, main.bicep; azd reads it back before every provision)
 
 @description('Name of the Key Vault (3-24 characters, globally unique).')
 @minLength(3)
@@ -53,6 +55,10 @@ param consumerKeyNames array = []
 @description('Access key of an existing Redis (GATEWAY_STATE_KEY); empty creates no secret.')
 param gatewayStateKey string = ''
 
+@secure()
+@description('GATEWAY_ID_SECRET, the key the gateway signs Responses API ids with (main.bicep picks it: the operator\'s override if given, else the one already in this vault, else a generated one); empty creates no secret.')
+param gatewayIdSecret string = ''
+
 var gatewayApiKeysSecretName = 'gateway-api-keys'
 var gatewayApiKeysSecretNames = empty(gatewayApiKeys) ? [] : [
   gatewayApiKeysSecretName
@@ -60,6 +66,10 @@ var gatewayApiKeysSecretNames = empty(gatewayApiKeys) ? [] : [
 var gatewayStateKeySecretName = 'gateway-state-key'
 var gatewayStateKeySecretNames = empty(gatewayStateKey) ? [] : [
   gatewayStateKeySecretName
+]
+var gatewayIdSecretName = 'gateway-id-secret'
+var gatewayIdSecretNames = empty(gatewayIdSecret) ? [] : [
+  gatewayIdSecretName
 ]
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -140,6 +150,20 @@ resource gatewayStateKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = 
   }
 }]
 
+// Written with the same value on every provision (main.bicep reads it back first), so the gateway's
+// response ids stay valid; a new value is a rotation (infra/README.md).
+resource gatewayIdSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secretName in gatewayIdSecretNames: {
+  parent: vault
+  name: secretName
+  properties: {
+    value: gatewayIdSecret
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
 output name string = vault.name
 output id string = vault.id
 output vaultUri string = vault.properties.vaultUri
@@ -147,3 +171,5 @@ output vaultUri string = vault.properties.vaultUri
 output gatewayApiKeysSecretUri string = '${vault.properties.vaultUri}secrets/${gatewayApiKeysSecretName}'
 @description('Versionless URI of the Redis access key secret (it exists only when gatewayStateKey was not empty).')
 output gatewayStateKeySecretUri string = '${vault.properties.vaultUri}secrets/${gatewayStateKeySecretName}'
+@description('Versionless URI of the response-id signing secret (it exists only when gatewayIdSecret was not empty). The URI, never the value.')
+output gatewayIdSecretUri string = '${vault.properties.vaultUri}secrets/${gatewayIdSecretName}'

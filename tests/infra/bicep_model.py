@@ -346,7 +346,7 @@ def consumer_settings(consumers: list[dict[str, Any]], consumer_key_names: list[
 REDIS_HOST = "redis-tok3n.eastus2.redis.azure.net"
 API_PARAMS_FROM_MAIN = ("gatewayApiKeysSecretUri", "routes", "routeKeyIds", "consumers", "consumerKeyNames", "gatewayAuth", "gatewayEntraTenant",
                         "gatewayEntraAudience", "gatewayState", "gatewayStateAuth", "gatewayStateKeySecretUri",
-                        "additionalAppSettings")
+                        "gatewayIdSecretUri", "additionalAppSettings")
 
 
 def main_scope(params: Mapping[str, Any]) -> TemplateScope:
@@ -355,7 +355,8 @@ def main_scope(params: Mapping[str, Any]) -> TemplateScope:
     main = template("main.bicep")
     scope = TemplateScope(main, {**params, "keyVault": {"outputs": {
         "vaultUri": VAULT_URI, "gatewayApiKeysSecretUri": f"{VAULT_URI}secrets/gateway-api-keys",
-        "gatewayStateKeySecretUri": f"{VAULT_URI}secrets/gateway-state-key"}}})
+        "gatewayStateKeySecretUri": f"{VAULT_URI}secrets/gateway-state-key",
+        "gatewayIdSecretUri": f"{VAULT_URI}secrets/gateway-id-secret"}}})
     redis = main["modules"]["redis"]["config"]
     scope.values["redis"] = ({"outputs": {"hostName": REDIS_HOST, "name": REDIS_HOST.split(".")[0]}}
                              if Evaluator(scope)(redis["condition"]) else NotDeployed("redis"))

@@ -231,7 +231,8 @@ def test_key_vault():
     assert vault["enableSoftDelete"] is True
     assert vault["softDeleteRetentionInDays"] == "softDeleteRetentionInDays"
     secrets = resources(template("app/keyvault.bicep"), "Microsoft.KeyVault/vaults/secrets")
-    assert set(secrets) == {"gatewayApiKeysSecret", "routeApiKeySecrets", "consumerKeySecrets", "gatewayStateKeySecret"}
+    assert set(secrets) == {"gatewayApiKeysSecret", "routeApiKeySecrets", "consumerKeySecrets", "gatewayStateKeySecret",
+                            "gatewayIdSecretSecret"}
     assert secrets["gatewayApiKeysSecret"]["properties"]["value"] == "gatewayApiKeys"
     assert secrets["gatewayStateKeySecret"]["properties"]["value"] == "gatewayStateKey"
 
