@@ -9,19 +9,25 @@ One factory, two flavours (reference §1, §2, §4.2, §6):
 
 Both enforce the ``extra-parameters`` header exactly and stream the Llama shape: role chunk,
 content chunks, a last chunk carrying ``finish_reason`` and ``usage``, ``[DONE]``.
+
+The ``foundry`` flavour also serves Foundry's OpenAI-compatible v1 endpoint for the same deployments
+(``foundry_v1``; model families in ``model_families``). Content filtering (``content_filter``): a
+prompt marker gets the model-inference 400 (MI-RSN shape, no ``innererror``), a completion marker
+``finish_reason: "content_filter"`` with ``content_filter_results``.
 """
 
 from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import azure_ai_rules as rules
+from . import content_filter, foundry_v1, model_families
 from .chat_answer import ChatAnswer, ToolCall, format_problem, plan_answer, tool_problem
 from .fake_model import (
     DEFAULT_ANSWER_WORDS, DEFAULT_EMBEDDING_DIMS, MAX_EMBEDDING_INPUTS, embedding_inputs, embedding_vector,
@@ -34,7 +40,7 @@ from .tokens import COGNITIVE_SERVICES_AUDIENCE, DEFAULT_TOKEN_SECRET, verify_to
 from .wire import json_response, new_id, new_uuid, sse_event
 
 DEFAULT_MODEL_NAME = "Meta-Llama-3-70B-Instruct"
-DEFAULT_FOUNDRY_DEPLOYMENTS = ("Meta-Llama-3.1-8B-Instruct", "Mistral-Large-2411", "Cohere-embed-v3-english")
+DEFAULT_FOUNDRY_DEPLOYMENTS = tuple(model_families.DEFAULT_DEPLOYMENTS)
 DEFAULT_KEYS = {"serverless": "emulator-azure-ai-serverless-key", "foundry": "emulator-azure-ai-foundry-key"}
 
 
@@ -148,9 +154,8 @@ class _AzureAI:
         if (isinstance(response_format, dict) and "llama" in name.lower()
                 and response_format.get("type") in ("json_object", "json_schema")):
             return self.error(rules.parameter_not_supported("response_format", response_format["type"]), 422)
-        for message in messages:
-            if message.get("role") == "user" and rules.CONTENT_FILTER_MARKER in str(message.get("content")):
-                return self.error(rules.CONTENT_FILTERED, 400)
+        if content_filter.prompt_category(messages) is not None:
+            return self.error(rules.CONTENT_FILTERED, 400)
         n = body.get("n", 1)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
             return self.error(rules.backend_422([{"type": "int_type", "loc": ["body", "n"], "input": n,
@@ -171,9 +176,10 @@ class _AzureAI:
         if not stream:
             calls = [_tool_call_json(call) for call in answer.tool_calls] or None
             message = {"role": "assistant", "content": answer.content, "tool_calls": calls}
-            choices = [{"index": i, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}
-                       for i in range(n)]
-            return json_response({**common, "choices": choices, "usage": usage}, 200, self.headers())
+            choices = [content_filter.annotate_filtered_choice({"index": i, "message": message, "finish_reason":
+                       answer.finish_reason, "logprobs": None}, answer.filtered) for i in range(n)]
+            filters = {"prompt_filter_results": content_filter.prompt_filter_results()} if answer.filtered else {}
+            return json_response({**common, **filters, "choices": choices, "usage": usage}, 200, self.headers())
 
         def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {**common, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
@@ -184,6 +190,7 @@ class _AzureAI:
             events += [sse_event(chunk(i, delta)) for i in range(n)]
         for i in range(n):
             last = chunk(i, {} if answer.tool_calls else {"content": ""}, answer.finish_reason)
+            content_filter.annotate_filtered_choice(last["choices"][0], answer.filtered)
             if i == n - 1:
                 last["usage"] = usage  # usage rides on the finish chunk, no stream_options needed
             events.append(sse_event(last))
@@ -225,7 +232,7 @@ def _stream_deltas(answer: ChatAnswer) -> list[dict[str, Any]]:
     """Content deltas, or per tool call a head delta (index, id, type, name, empty arguments) then
     its argument pieces, the OpenAI way (the model-inference API streams the OpenAI chunk shape)."""
     if not answer.tool_calls:
-        return [{"content": piece} for piece in answer.pieces]
+        return [{"content": piece} for piece in answer.streamed_pieces]
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(answer.tool_calls):
         deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
@@ -245,15 +252,20 @@ def create_app(
     keys: Iterable[str] | None = None,
     token_secret: str = DEFAULT_TOKEN_SECRET,
     model_name: str = DEFAULT_MODEL_NAME,
-    deployments: Iterable[str] | None = None,
+    deployments: Iterable[str] | Mapping[str, str] | None = None,
     *,
     usage_chunk_on_passthrough: bool = False,
+    project_keys: bool = True,
+    projects: Iterable[str] | None = None,
     answer_words: int = DEFAULT_ANSWER_WORDS,
     record_limit: int = DEFAULT_RECORD_LIMIT,
 ) -> Starlette:
     """``flavour``: ``serverless`` (one model, ``model_name``) or ``foundry`` (``deployments`` by name).
     ``usage_chunk_on_passthrough``: whether a passed-through ``stream_options.include_usage`` also gets
-    an OpenAI ``choices: []`` usage chunk (unconfirmed upstream behaviour, §2.3/§7)."""
+    an OpenAI ``choices: []`` usage chunk (unconfirmed upstream behaviour, §2.3/§7).
+    Foundry only: ``deployments`` may map names to ``model_families`` keys (a list infers them);
+    ``project_keys``: keys also work on ``/api/projects/<p>/openai/v1`` (else Entra only);
+    ``projects``: the project names that exist (None = any)."""
     if flavour not in ("serverless", "foundry"):
         raise ValueError(f"flavour must be 'serverless' or 'foundry', not {flavour!r}")
     keys = [DEFAULT_KEYS[flavour]] if keys is None else [keys] if isinstance(keys, str) else list(keys)
@@ -275,6 +287,8 @@ def create_app(
             Route("/models/chat/completions", chat, methods=["POST"]),
             Route("/models/embeddings", embed, methods=["POST"]),
         ]
+        families = model_families.resolve(deployments)
+        routes += foundry_v1.routes(emu, families, project_keys=project_keys, projects=projects)
     routes.append(Route("/{path:path}", endpoint(state, emu.not_found), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
     app = Starlette(routes=routes)
     app.state.emulator = state

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import azure_openai_rules as rules
+from . import content_filter
 from .azure_openai_chat import chat_events, chat_json
 from .azure_openai_responses import ResponsesState, responses_routes
 from .chat_answer import format_problem, mentions_json, orphan_tool_message, plan_answer, tool_problem
@@ -196,10 +197,8 @@ class _AzureOpenAI:
             violation = rules.reasoning_violation(name, body)
             if violation is not None:
                 return self.error(violation, 400)
-        for message in messages:
-            if (isinstance(message, dict) and message.get("role") == "user"
-                    and rules.CONTENT_FILTER_MARKER in str(message.get("content"))):
-                return self.error(rules.CONTENT_FILTERED, 400)
+        if content_filter.prompt_category(messages) is not None:  # both markers
+            return self.error(rules.CONTENT_FILTERED, 400)
         problem = tool_problem(body) or format_problem(body)
         if problem is not None:
             return self.error(rules.invalid_request(problem.message, problem.param, problem.code), 400)

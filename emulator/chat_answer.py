@@ -10,6 +10,9 @@ A pure function of the body, so tests can predict it (only tool-call ids are ran
 - otherwise ``response_format`` ``json_object`` → ``{"answer": "<text answer>"}``, ``json_schema``
   → an instance of its schema (``json_instance``); else the text answer, which after a tool result
   reads ``Tool result: <its content>``.
+A text answer whose last user message holds ``[[filtered-completion]]`` is content-filtered
+(``content_filter``): ``finish_reason: "content_filter"``, no content, only the first half of its
+deltas streamed.
 Arguments are an instance of the tool's ``parameters``, compact JSON. Text streams one word per
 delta, JSON and arguments in token-like pieces (``json_pieces``); every delta counts as one
 completion token, and ``max_tokens`` cuts the answer there (``finish_reason: "length"``).
@@ -23,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .content_filter import completion_category
 from .fake_model import answer_words, capped, content_text, json_pieces, last_user_text, stream_pieces
 from .json_instance import instance_of
 from .wire import new_id
@@ -48,10 +52,18 @@ class ChatAnswer:
     pieces: list[str]  # content deltas; empty when the answer is tool calls
     finish_reason: str
     tool_calls: list[ToolCall] = field(default_factory=list)
+    filtered: str | None = None  # the content-filter category that blocked the completion
 
     @property
     def content(self) -> str | None:
-        return None if self.tool_calls else "".join(self.pieces)
+        # §5.2: "Non-streaming completions calls don't return any content when the content is filtered"
+        # (null rather than "" is [unconfirmed]).
+        return None if self.tool_calls or self.filtered else "".join(self.pieces)
+
+    @property
+    def streamed_pieces(self) -> list[str]:
+        """The content deltas a stream sends: a filtered completion stops halfway (§5.3)."""
+        return self.pieces[: len(self.pieces) // 2] if self.filtered else self.pieces
 
     @property
     def completion_tokens(self) -> int:
@@ -176,16 +188,20 @@ def plan_answer(body: dict[str, Any], n_words: int, limit: Any) -> ChatAnswer:
         words = answer_words(tool_result, n_words, prefix="Tool result: ")
     else:
         words = answer_words(last_user_text(messages), n_words)
+    filtered = completion_category(last_user_text(messages))
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else "text"
     if kind == "text":
         words, finish = capped(words, limit)
-        return ChatAnswer(stream_pieces(words), finish)
-    if kind == "json_object":
-        value: Any = {"answer": " ".join(words)}
+        pieces = stream_pieces(words)
     else:
-        value = instance_of(fmt["json_schema"].get("schema"))
-    pieces, finish = capped(json_pieces(json.dumps(value, separators=(",", ":"), ensure_ascii=False)), limit)
+        if kind == "json_object":
+            value: Any = {"answer": " ".join(words)}
+        else:
+            value = instance_of(fmt["json_schema"].get("schema"))
+        pieces, finish = capped(json_pieces(json.dumps(value, separators=(",", ":"), ensure_ascii=False)), limit)
+    if filtered is not None:
+        return ChatAnswer(pieces, "content_filter", filtered=filtered)
     return ChatAnswer(pieces, finish)
 
 

@@ -78,6 +78,8 @@ class IdCodec:
         payload, tag = _unb64(body[:-TAG_CHARS]), _unb64(body[-TAG_CHARS:])
         if payload is None or tag is None or len(payload) < 2 or payload[:1] != VERSION:
             return None
+        if _b64(payload) + _b64(tag) != body:  # one encoding per id: no altered spelling passes
+            return None
         if not hmac.compare_digest(tag, self._tag(prefix, payload)):
             return None
         size = payload[1]
