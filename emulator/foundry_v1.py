@@ -120,6 +120,12 @@ class FoundryV1:
         if rule is not None and rule.status is not None:
             return self.emu.fault_response(rule)
         family = self.families[name]
+        if op == "responses":
+            # "If a deployment doesn't support the Responses API, the request returns `400 Model not
+            # supported`" (reference §4.1); which non-OpenAI deployments support it is not listed, so
+            # here none does. [unconfirmed] the envelope around the message.
+            return self.emu.error({"error": {"code": "BadRequest", "message": "Model not supported",
+                                             "type": "invalid_request_error", "param": "model"}}, 400)
         if (family.kind == "embeddings") != (op == "embeddings"):
             return self.emu.error(aoai_rules.operation_not_supported(op, name), 400)
         if op == "embeddings":
@@ -209,12 +215,14 @@ def routes(emu: "_AzureAI", deployments: Mapping[str, model_families.Family], *,
     state = emu.state
     chat = endpoint(state, partial(v1.operation, op="chat"))
     embed = endpoint(state, partial(v1.operation, op="embeddings"))
+    responses = endpoint(state, partial(v1.operation, op="responses"))
     models = endpoint(state, v1.models)
     out: list[Route] = []
     for prefix in ("", "/api/projects/{project}"):
         out += [
             Route(f"{prefix}/openai/v1/chat/completions", chat, methods=["POST"]),
             Route(f"{prefix}/openai/v1/embeddings", embed, methods=["POST"]),
+            Route(f"{prefix}/openai/v1/responses", responses, methods=["POST"]),
             Route(f"{prefix}/openai/v1/models", models, methods=["GET"]),
             Route(f"{prefix}/openai/v1/models/{{model}}", models, methods=["GET"]),
         ]
