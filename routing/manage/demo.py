@@ -43,7 +43,8 @@ def start_demo():
         "ROUTE__LLAMA__KEY_HEADER": "bearer",
         "ROUTE__MISTRAL__MODEL": "mistral-large",
         "ROUTE__MISTRAL__BACKEND": "azure-ai",
-        "ROUTE__MISTRAL__ENDPOINT": urls["azure_ai_foundry"] + "/models",
+        "ROUTE__MISTRAL__ENDPOINT": urls["azure_ai_foundry"],  # Foundry's OpenAI v1 endpoint
+        "ROUTE__MISTRAL__API_VERSION": "v1",
         "ROUTE__MISTRAL__DEPLOYMENT": "Mistral-Large-2411",
         "ROUTE__MISTRAL__AUTH": "managed-identity",
     })
@@ -68,7 +69,7 @@ def demo_banner(base: str) -> str:
     return f"""
 Demo mode: emulated Azure upstreams, nothing leaves this machine.
 Models: gpt-4o (managed identity), o3-mini (reasoning rules), text-embedding-3-small (key),
-        llama3 (serverless Llama, key), mistral-large (Foundry /models, managed identity).
+        llama3 (serverless Llama, key), mistral-large (Foundry v1, managed identity).
 Gateway key: {DEMO_KEY}
 
 Stream a chat completion:

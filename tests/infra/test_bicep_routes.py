@@ -71,7 +71,7 @@ def test_parameters_file_is_valid_json_with_azd_variables():
     assert raw["location"]["value"] == "${AZURE_LOCATION}"
     assert raw["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
     assert raw["gatewayApiKeys"]["value"] == "${GATEWAY_API_KEYS}"
-    assert raw["routeApiKeys"]["value"] == {"LLAMA": "${LLAMA_API_KEY}"}
+    assert raw["routeApiKeys"]["value"] == {}  # the example's routes use the app's identity
     assert raw["azureOpenAiResourceIds"]["value"] == ["${AZURE_OPENAI_RESOURCE_ID=}"]
     main_params = template("main.bicep")["parameters"]
     assert set(raw) <= set(main_params), f"not parameters of main.bicep: {set(raw) - set(main_params)}"
@@ -87,11 +87,12 @@ def test_parameters_file_is_valid_json_with_azd_variables():
 def test_example_routes():
     routes = parameters({})["routes"]
     llama = next(r for r in routes if r["id"] == "LLAMA")
-    # AUTH=key explicitly: without LLAMA_API_KEY the gateway refuses at start, naming
-    # ROUTE__LLAMA__API_KEY, instead of trying a managed identity serverless endpoints reject.
-    assert llama == {"id": "LLAMA", "model": "llama3", "backend": "azure-ai", "auth": "key",
-                     "endpoint": "https://Meta-Llama-3-70B-Instruct-xxxx.eastus2.models.ai.azure.com",
-                     "headers": {"extra-parameters": "pass-through"}}
+    # Foundry's OpenAI v1 endpoint (the model inference API is deprecated), with the app's identity.
+    assert llama == {"id": "LLAMA", "model": "llama3", "backend": "azure-ai", "apiVersion": "v1",
+                     "auth": "managed-identity", "endpoint": "https://YOUR-RESOURCE.services.ai.azure.com",
+                     "deployment": "Llama-3.3-70B-Instruct"}
+    assert parameters({"FOUNDRY_ENDPOINT": "https://mine.services.ai.azure.com"})["routes"][0]["endpoint"] == \
+        "https://mine.services.ai.azure.com"
     gpt = next(r for r in routes if r["id"] == "GPT4O")
     assert gpt == {"id": "GPT4O", "model": "gpt-4o", "backend": "azure-openai",
                    "endpoint": "https://YOUR-RESOURCE.openai.azure.com", "auth": "managed-identity"}
@@ -104,19 +105,15 @@ def test_example_parameters_give_a_valid_route_table():
     """The app settings the example deployment produces load in the gateway's own validator
     (Key Vault references resolved, as the platform does before the process starts)."""
     from routing.config import settings as settings_module
-    values = parameters({"LLAMA_API_KEY": "llama-key"})
+    values = parameters({})
     key_ids = [route_id for route_id, key in values["routeApiKeys"].items() if key]
     env = route_settings(values["routes"], key_ids)
-    assert env["ROUTE__LLAMA__API_KEY"] == f"@Microsoft.KeyVault(SecretUri={VAULT_URI}secrets/route-llama-api-key)"
-    assert env["ROUTE__LLAMA__HEADERS"] == '{"extra-parameters":"pass-through"}'
-    assert "ROUTE__GPT4O__API_KEY" not in env
-    resolved = {name: ("llama-key" if value.startswith("@Microsoft.KeyVault(") else value) for name, value in env.items()}
-    table = settings_module.load_route_table({**resolved, "GATEWAY_API_KEYS": "gw-key-0123456789abcdef"})
+    assert env["ROUTE__LLAMA__API_VERSION"] == "v1" and env["ROUTE__LLAMA__AUTH"] == "managed-identity"
+    assert not any(name.endswith("__API_KEY") for name in env)
+    table = settings_module.load_route_table({**env, "GATEWAY_API_KEYS": "gw-key-0123456789abcdef"})
     assert sorted(route.id for route in table.routes) == ["GPT4O", "LLAMA"]
-    unset = route_settings(parameters({})["routes"], [])
-    with pytest.raises(settings_module.SettingsError) as raised:
-        settings_module.load_route_table({**unset, "GATEWAY_API_KEYS": "gw-key-0123456789abcdef"})
-    assert raised.value.errors[0].startswith("ROUTE__LLAMA__API_KEY: required")
+    llama = table.routes_by_id["LLAMA"]
+    assert llama.scope == "https://ai.azure.com/.default" and llama.redacted()["family"] == "llama"
 
 
 def test_azure_yaml():
