@@ -74,18 +74,7 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         consumer = await identify(gateway, request, headers, record)
         body = await read_json_body(request, gateway.table.gateway)
         model = path_model if path_model is not None else body.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
-                               code="missing_required_parameter")
-        record.model = shown(model)
-        record.stream = body.get("stream") is True
-        pool = gateway.table.pools.get(model)
-        if not pool:
-            raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
-                               "have access to it.", param="model", code="model_not_found")
-        if not consumer.allows(model):
-            raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
-                               f"'{shown(model)}'.", param="model", code="model_not_allowed")
+        pool = model_pool(gateway, consumer, model, body, record)
         pool = [r for r in pool if BACKENDS[r.backend].supports(r, operation)]
         if not pool:
             raise GatewayError(400, f"The model '{shown(model)}' does not support "
@@ -111,6 +100,24 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         response = error_response(GatewayError(500, "The gateway failed to process the request.",
                                                code="internal_error"), headers)
     return answered(response, record)
+
+
+def model_pool(gateway, consumer, model: Any, body: dict[str, Any], record: RequestRecord) -> list:
+    """The deployments of the model a request names: 400 without one, 404 for an unknown model,
+    403 for one the consumer may not use."""
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
+                           code="missing_required_parameter")
+    record.model = shown(model)
+    record.stream = body.get("stream") is True
+    pool = gateway.table.pools.get(model)
+    if not pool:
+        raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
+                           "have access to it.", param="model", code="model_not_found")
+    if not consumer.allows(model):
+        raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
+                           f"'{shown(model)}'.", param="model", code="model_not_allowed")
+    return pool
 
 
 def _no_tools(model: str):
@@ -217,50 +224,45 @@ def _model_card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "azure-llm-gateway"}
 
 
-async def list_models(request: Request) -> Response:
+async def _consumer_answer(request: Request, operation: str, answer) -> Response:
+    """A GET that only needs the caller's identity: `answer(gateway, consumer, record)` → JSON."""
     headers = {"x-request-id": request_id(request)}
-    record = RequestRecord(headers["x-request-id"], "models")
+    record = RequestRecord(headers["x-request-id"], operation)
     try:
         gateway = runtime.current()
         consumer = await identify(gateway, request, headers, record)
-        data = [_model_card(m) for m in gateway.table.models if consumer.allows(m)]
-        response = JSONResponse({"object": "list", "data": data}, headers=headers)
+        response = JSONResponse(await answer(gateway, consumer, record), headers=headers)
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
     return answered(response, record)
 
 
+async def list_models(request: Request) -> Response:
+    async def answer(gateway, consumer, record):
+        return {"object": "list", "data": [_model_card(m) for m in gateway.table.models if consumer.allows(m)]}
+
+    return await _consumer_answer(request, "models", answer)
+
+
 async def retrieve_model(request: Request) -> Response:
-    headers = {"x-request-id": request_id(request)}
-    record = RequestRecord(headers["x-request-id"], "models")
-    try:
-        gateway = runtime.current()
-        consumer = await identify(gateway, request, headers, record)
+    async def answer(gateway, consumer, record):
         model = request.path_params["model"]
         record.model = shown(model)
         if model not in gateway.table.pools or not consumer.allows(model):
             raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
                                "have access to it.", param="model", code="model_not_found")
-        response = JSONResponse(_model_card(model), headers=headers)
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    return answered(response, record)
+        return _model_card(model)
+
+    return await _consumer_answer(request, "models", answer)
 
 
 async def gateway_usage(request: Request) -> Response:
     """GET /v1/gateway/usage: the calling consumer's models, limits, use and what remains."""
-    headers = {"x-request-id": request_id(request)}
-    record = RequestRecord(headers["x-request-id"], "usage")
-    try:
-        gateway = runtime.current()
-        consumer = await identify(gateway, request, headers, record)
-        response = JSONResponse(await gateway.limiter.usage(consumer), headers=headers)
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    return answered(response, record)
+    async def answer(gateway, consumer, record):
+        return await gateway.limiter.usage(consumer)
+
+    return await _consumer_answer(request, "usage", answer)
 
 
 async def health(request: Request) -> Response:

@@ -110,7 +110,7 @@ class Route(BaseModel):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("must be an absolute https:// URL, e.g. https://res.openai.azure.com")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError("must use https (http is allowed only for loopback hosts)")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
@@ -393,7 +393,7 @@ def redacted_headers(headers: Mapping[str, str]) -> dict[str, str]:
             for name, value in headers.items()}
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

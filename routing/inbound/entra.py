@@ -46,7 +46,6 @@ every other `InvalidToken` is a 401.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import time
 from collections import OrderedDict
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
+from routing.config.settings import is_loopback
 from routing.inbound.entra_jws import MAX_ID_CHARS, InvalidToken, parse_jws
 from routing.inbound.entra_keys import KeysUnavailable, SigningKeys
 
@@ -286,15 +286,7 @@ def check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return
     raise ValueError(f"must be an https URL (http only for loopback hosts), got {url!r}")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from routing import gateway as runtime
-from routing.api import answered, body_size, forward_while_connected, identify, request_id, shown
+from routing.api import answered, body_size, forward_while_connected, identify, model_pool, request_id, shown
 from routing.config.settings import Route
 from routing.errors import GatewayError, error_response
 from routing.inbound.body import read_json_body
@@ -68,18 +68,7 @@ async def create_response(request: Request) -> Response:
         consumer = await identify(gateway, request, headers, record)
         body = await read_json_body(request, gateway.table.gateway)
         model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError(400, "Missing required parameter: 'model'.", param="model",
-                               code="missing_required_parameter")
-        record.model = shown(model)
-        record.stream = body.get("stream") is True
-        pool = gateway.table.pools.get(model)
-        if not pool:
-            raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not "
-                               "have access to it.", param="model", code="model_not_found")
-        if not consumer.allows(model):
-            raise GatewayError(403, f"Consumer '{consumer.name}' may not use the model "
-                               f"'{shown(model)}'.", param="model", code="model_not_allowed")
+        pool = model_pool(gateway, consumer, model, body, record)
         try:
             made_by = rewrite_in(gateway.ids, body)
         except ForeignId as foreign:
