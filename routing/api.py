@@ -95,11 +95,16 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
         record.error_code = error.code
         response = error_response(error, headers)
     except Exception:  # a bug must still answer in the OpenAI shape, with the request id
-        log.exception("request %s: unexpected error", headers["x-request-id"])
-        record.error_code = "internal_error"
-        response = error_response(GatewayError(500, "The gateway failed to process the request.",
-                                               code="internal_error"), headers)
+        response = internal_error(headers, record)
     return answered(response, record)
+
+
+def internal_error(headers: dict[str, str], record: RequestRecord) -> Response:
+    """The answer to a bug: OpenAI-shaped, with the request id, logged with its traceback."""
+    log.exception("request %s: unexpected error", headers["x-request-id"])
+    record.error_code = "internal_error"
+    return error_response(GatewayError(500, "The gateway failed to process the request.",
+                                       code="internal_error"), headers)
 
 
 def model_pool(gateway, consumer, model: Any, body: dict[str, Any], record: RequestRecord) -> list:
@@ -235,6 +240,8 @@ async def _consumer_answer(request: Request, operation: str, answer) -> Response
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
+    except Exception:
+        response = internal_error(headers, record)
     return answered(response, record)
 
 

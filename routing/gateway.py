@@ -43,7 +43,8 @@ class Gateway:
         self.limiter = Limiter(self.state, self.selector.merge_shared)
         self.ids = IdCodec(id_secret if id_secret is not None else os.urandom(32))
         self._background: set[asyncio.Task] = set()
-        self.without_responses: set[str] = set()  # Foundry v1 routes whose deployment lacks the Responses API
+        # Foundry v1 routes whose deployment lacks the Responses API → until when (monotonic).
+        self.without_responses: dict[str, float] = {}
         self._client: aiohttp.ClientSession | None = None  # made in the serving loop
         self._urls: dict[tuple[str, str], URL] = {}
         self._rules: dict[tuple[str, str], OperationRules] = {}

@@ -219,3 +219,14 @@ def test_a_model_name_that_is_a_secret_is_redacted_in_the_record(gateway, emulat
     assert response.status_code == 404 and secret not in response.text
     record = record_for(gateway, request_id)
     assert record["model"] == "[redacted]"
+
+
+def test_an_upstream_error_code_echoing_a_key_is_not_logged(gateway, clean, emulators):
+    key = emulators.keys["azure_openai"][0]
+    clean["aoai"].fault(status=400, body={"error": {"code": key, "message": "bad", "type": "invalid_request_error"}})
+    request_id = new_id()
+    response = chat(gateway, request_id, "gpt-4o-key")
+    assert response.status_code == 400 and key not in response.text
+    record = record_for(gateway, request_id)
+    assert record["error_code"] == "upstream_error"
+    assert key not in gateway.log()

@@ -39,3 +39,12 @@ def test_rewrite_in_names_the_routes_and_restores_upstream_ids():
     assert rewrite_in(codec, body) == {"A"}
     assert body["previous_response_id"] == "resp_1" and body["input"][0]["id"] == "fc_2"
     assert all(prefix.endswith("_") for prefix in PREFIXES)
+
+
+def test_an_id_works_only_for_the_consumer_it_was_handed_to():
+    codec = IdCodec(b"s" * 32)
+    mine = codec.bind("team_a").encode("R", "resp_" + "cd" * 24)
+    assert codec.bind("team_a").decode(mine) == ("R", "resp_" + "cd" * 24)
+    assert codec.bind("team_b").decode(mine) is None
+    assert codec.bind(None).decode(mine) is None and codec.decode(mine) is None
+

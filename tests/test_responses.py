@@ -18,6 +18,7 @@ from tests.helpers import GATEWAY_KEY, GatewayProcess, Upstream
 from tests.structured_models import Solution
 
 ID_SECRET = "test-id-secret-0123456789abcdefghijklmnop"
+OTHER_KEY = "other-consumer-key-0123456789"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get weather", "strict": True,
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"], "additionalProperties": False}}
@@ -33,7 +34,7 @@ def second_resource(emulators):
 @pytest.fixture(scope="module")
 def pair(emulators, second_resource, tmp_path_factory):
     key = emulators.keys["azure_openai"][0]
-    settings = {**gateway_settings(emulators), "GATEWAY_ID_SECRET": ID_SECRET,
+    settings = {**gateway_settings(emulators), "GATEWAY_ID_SECRET": ID_SECRET, "CONSUMER__OTHER__KEYS": OTHER_KEY,
                 **route("RESPA", model="gpt-resp", backend="azure-openai",
                         endpoint=emulators.urls["azure_openai"], deployment="gpt-4o", api_key=key),
                 **route("RESPB", model="gpt-resp", backend="azure-openai", endpoint=second_resource.url,
@@ -181,3 +182,18 @@ def client_of(resources) -> openai.OpenAI:
     """A client of the first emulated resource itself, bypassing the gateway."""
     upstream = resources["RESPA"]
     return openai.OpenAI(base_url=upstream.url + "/openai/v1/", api_key=upstream.key, max_retries=0)
+
+
+def test_another_consumer_cannot_use_a_response_id(pair, resources):
+    first, second = pair
+    mine = client(first).responses.create(model="gpt-resp", input="my secret is swordfish")
+    before = sum(len(upstream.requests()) for upstream in resources.values())
+    other = openai.OpenAI(base_url=second.url + "/v1", api_key=OTHER_KEY, max_retries=0)
+    for call in (lambda: other.responses.retrieve(mine.id), lambda: other.responses.delete(mine.id),
+                 lambda: other.responses.input_items.list(mine.id),
+                 lambda: other.responses.create(model="gpt-resp", input="go on", previous_response_id=mine.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert sum(len(upstream.requests()) for upstream in resources.values()) == before  # none reached one
+    assert client(second).responses.retrieve(mine.id).id == mine.id  # its own consumer still can
+

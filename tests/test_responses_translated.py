@@ -58,6 +58,11 @@ def test_what_cannot_be_translated_is_a_400_naming_the_parameter(gateway, clean)
     with pytest.raises(openai.BadRequestError) as refused:
         client(gateway).responses.create(model="llama3", input="hi", store=True)
     assert refused.value.param == "store"
+    for odd in ({"include": [{}]}, {"input": [{"role": [], "content": "x"}]},
+                {"input": [{"type": "function_call_output", "call_id": {}, "output": "x"}]},
+                {"input": [{"role": "user", "content": [{"type": [], "text": "x"}]}]}):
+        with pytest.raises(openai.BadRequestError):  # never a 500
+            client(gateway).responses.create(model="llama3", **{"input": "hi", **odd})
     assert clean["serverless"].requests() == []
 
 

@@ -265,8 +265,8 @@ def _build_route(route_id: str, raw: dict[str, str], environ: Mapping[str, str])
                         ("BACKEND", "azure-openai or azure-ai"), ("ENDPOINT", "the upstream base URL")):
         if not raw.get(field, "").strip():
             errors[field] = f"required ({hint})"
-    if not re.fullmatch(r"[A-Za-z0-9_.]+", route_id):
-        errors["MODEL"] = f"route id {route_id!r} may contain only letters, digits, '.' and '_'"
+    if not re.fullmatch(r"[A-Za-z0-9_.]{1,64}", route_id):
+        errors["MODEL"] = f"route id {route_id[:80]!r} may contain only letters, digits, '.' and '_' (at most 64)"
 
     backend = raw.get("BACKEND", "").strip().lower()
     if backend and backend not in BACKENDS:

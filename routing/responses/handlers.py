@@ -15,6 +15,8 @@ A forged, foreign or tampered id, or one of a route whose model the caller may n
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from routing import gateway as runtime
-from routing.api import answered, body_size, forward_while_connected, identify, model_pool, request_id, shown
+from routing.api import (answered, body_size, forward_while_connected, identify, internal_error, model_pool,
+                         request_id, shown)
 from routing.config.settings import Route
 from routing.errors import GatewayError, error_response
 from routing.inbound.body import read_json_body
@@ -32,6 +35,9 @@ from routing.telemetry.record import RequestRecord
 from routing.upstream.forward import Call
 
 OPERATION = "responses"
+# How long a Foundry deployment that answered `Model not supported` is translated without asking
+# again (a deployment may gain the API; a new process asks anew anyway).
+LACKS_RESPONSES_SECONDS = 600.0
 STATEFUL_BACKEND = "azure-openai"
 # Query parameters of the follow-ups passed on (api-version is the client's, not the upstream's).
 FOLLOW_UP_QUERY = {"retrieve": ("include", "include_obfuscation", "starting_after", "stream"),
@@ -53,9 +59,9 @@ def _start(request: Request, operation: str) -> tuple[dict[str, str], RequestRec
     return headers, RequestRecord(headers["x-request-id"], operation)
 
 
-def _calls(gateway, record: RequestRecord) -> dict[str, Any]:
-    """What every native Responses call does with the upstream's answer: ids rewritten."""
-    codec = gateway.ids
+def _calls(codec, record: RequestRecord) -> dict[str, Any]:
+    """What every native Responses call does with the upstream's answer: ids rewritten (for the
+    calling consumer: `codec` is bound to it)."""
     return {"events": lambda route: ResponsesEvents(codec, route.id, record),
             "rewrite": lambda answer, route: codec.rewrite_out(answer, route.id)}
 
@@ -69,31 +75,34 @@ async def create_response(request: Request) -> Response:
         body = await read_json_body(request, gateway.table.gateway)
         model = body.get("model")
         pool = model_pool(gateway, consumer, model, body, record)
+        codec = gateway.ids.bind(consumer.name)
         try:
-            made_by = rewrite_in(gateway.ids, body)
+            made_by = rewrite_in(codec, body)
         except ForeignId as foreign:
             raise not_found(foreign.client_id, foreign.param) from None
         native = [r for r in pool if native_responses(gateway, r)]
         pinned = _pinned_route(gateway, made_by, model, native)
-        limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
-                                                    [r.id for r in ([pinned] if pinned else pool)])
-        if limit_headers:
-            record.limit_headers = limit_headers
         common = {"request_id": headers["x-request-id"], "model": model, "user_agent": None,
                   "deadline": deadline, "headers": headers, "record": record}
+        translatable = dict(body)  # as sent, should a Foundry deployment lack the API
         if pinned is not None or native:
-            translatable = dict(body)  # as sent, should a Foundry deployment lack the API
             call = Call(operation=OPERATION, body=body, pool=[pinned] if pinned else native,
-                        **common, **_calls(gateway, record))
-            response = await forward_while_connected(request, gateway, call)
-            if pinned is None and _lacks_responses(gateway, response, call):
-                response = await forward_while_connected(request, gateway, _translated(
-                    gateway, translatable, pool, common))
-        else:
-            response = await forward_while_connected(request, gateway, _translated(gateway, body, pool, common))
+                        **common, **_calls(codec, record))
+        else:  # translated before admission: what cannot be translated costs nothing
+            call = _translated(gateway, codec, body, pool, common)
+        limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
+                                                    [r.id for r in call.pool])
+        if limit_headers:
+            record.limit_headers = limit_headers
+        response = await forward_while_connected(request, gateway, call)
+        if call.operation == OPERATION and pinned is None and _lacks_responses(gateway, response, call):
+            response = await forward_while_connected(request, gateway, _translated(
+                gateway, codec, translatable, pool, common))
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
+    except Exception:  # a bug must still answer in the OpenAI shape (and close its record)
+        response = internal_error(headers, record)
     return answered(response, record)
 
 
@@ -102,7 +111,10 @@ def native_responses(gateway, route: Route) -> bool:
     deployment unless it answered that it does not (remembered for the process)."""
     if route.backend == STATEFUL_BACKEND:
         return True
-    return route.api_version == "v1" and route.id not in gateway.without_responses
+    if route.api_version != "v1":
+        return False
+    until = gateway.without_responses.get(route.id)
+    return until is None or until <= time.monotonic()
 
 
 def _lacks_responses(gateway, response: Response, call: Call) -> bool:
@@ -111,17 +123,23 @@ def _lacks_responses(gateway, response: Response, call: Call) -> bool:
     route = gateway.table.routes_by_id.get(call.headers.get("x-gateway-route", ""))
     if response.status_code != 400 or route is None or route.backend == STATEFUL_BACKEND:
         return False
-    if b"not supported" not in bytes(response.body).lower():
+    try:
+        error = json.loads(bytes(response.body)).get("error") or {}
+    except (ValueError, AttributeError):
         return False
-    gateway.without_responses.add(route.id)
+    # Exactly Azure's answer for a deployment without the API: a request's own bad parameter
+    # ("'temperature' is not supported with this model") must not switch the route for everyone.
+    if not isinstance(error, dict) or str(error.get("message", "")).strip().lower() != "model not supported":
+        return False
+    gateway.without_responses[route.id] = time.monotonic() + LACKS_RESPONSES_SECONDS
     return True
 
 
-def _translated(gateway, body: dict[str, Any], pool: list[Route], common: dict[str, Any]) -> Call:
+def _translated(gateway, codec, body: dict[str, Any], pool: list[Route], common: dict[str, Any]) -> Call:
     from routing.responses.translation import translated_call
 
     chat_routes = [r for r in pool if not native_responses(gateway, r)] or pool
-    return translated_call(gateway, body, chat_routes, common)
+    return translated_call(codec, body, chat_routes, common)
 
 
 def _pinned_route(gateway, made_by: set[str], model: str, native: list[Route]) -> Route | None:
@@ -156,34 +174,37 @@ async def _follow_up(request: Request, kind: str, method: str, suffix: str = "")
         deadline = asyncio.get_running_loop().time() + gateway.table.gateway.total_timeout
         consumer = await identify(gateway, request, headers, record)
         client_id = request.path_params["response_id"]
-        decoded = gateway.ids.decode(client_id)
+        codec = gateway.ids.bind(consumer.name)
+        decoded = codec.decode(client_id)
         route = gateway.table.routes_by_id.get(decoded[0]) if decoded else None
         if route is None or not native_responses(gateway, route) or not consumer.allows(route.model):
             raise not_found(client_id)
         record.model = route.model
-        query = _query(gateway, request, kind)
+        query = _query(codec, request, kind)
         stream = kind == "retrieve" and query.get("stream") == "true"
         record.stream = stream
         call = Call(operation=OPERATION, body={}, pool=[route], request_id=headers["x-request-id"],
                     model=route.model, user_agent=None, deadline=deadline, headers=headers,
                     record=record, method=method, send_body=False, streaming=stream,
                     url_suffix="/" + quote(decoded[1], safe="") + suffix, query=query,
-                    **_calls(gateway, record))
+                    **_calls(codec, record))
         response = await forward_while_connected(request, gateway, call)
     except GatewayError as error:
         record.error_code = error.code
         response = error_response(error, headers)
+    except Exception:
+        response = internal_error(headers, record)
     return answered(response, record)
 
 
-def _query(gateway, request: Request, kind: str) -> dict[str, str]:
+def _query(codec, request: Request, kind: str) -> dict[str, str]:
     query = {}
     for name in FOLLOW_UP_QUERY.get(kind, ()):
         value = request.query_params.get(name)
         if value is None:
             continue
         if name == "after":  # an item id of ours
-            decoded = gateway.ids.decode(value)
+            decoded = codec.decode(value)
             if decoded is None:
                 raise not_found(value, "input_items.after")
             value = decoded[1]

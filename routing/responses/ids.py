@@ -24,7 +24,7 @@ PREFIXES = ("resp_", "msg_", "fc_", "rs_", "ci_", "ws_", "fs_", "ig_", "mcp_", "
 VERSION = b"\x01"
 TAG_BYTES = 16
 TAG_CHARS = 22  # base64url of 16 bytes, unpadded
-MAX_ID_CHARS = 512
+MAX_ID_CHARS = 2048  # an upstream id of up to ~1 500 characters still round-trips
 # Keys whose string values are ids in Responses objects, items and stream events.
 ID_KEYS = frozenset({"id", "item_id", "previous_response_id", "response_id", "first_id", "last_id"})
 MAX_DEPTH = 64
@@ -42,27 +42,37 @@ def _unb64(text: str) -> bytes | None:
 
 
 class IdCodec:
-    def __init__(self, secret: bytes):
+    """Ids for one consumer: the consumer's name is part of what the tag signs, so an id works
+    only for the consumer it was handed to (another consumer holding it gets a 404)."""
+
+    def __init__(self, secret: bytes, consumer: str = "", encoded: dict | None = None):
+        self._secret = secret
         self._key = hashlib.sha256(b"routing response ids\0" + secret).digest()
-        self._encoded: dict[tuple[str, str], str] = {}  # recent encodings (stream deltas repeat ids)
+        self._consumer = consumer.encode()
+        # Recent encodings, shared by every consumer's codec (stream deltas repeat ids).
+        self._encoded: dict[tuple[bytes, str, str], str] = {} if encoded is None else encoded
+
+    def bind(self, consumer: str | None) -> IdCodec:
+        return IdCodec(self._secret, consumer or "", self._encoded)
 
     def _tag(self, prefix: str, payload: bytes) -> bytes:
-        return hmac.new(self._key, prefix.encode() + payload, hashlib.sha256).digest()[:TAG_BYTES]
+        signed = prefix.encode() + bytes([len(self._consumer) % 256]) + self._consumer + payload
+        return hmac.new(self._key, signed, hashlib.sha256).digest()[:TAG_BYTES]
 
     def encode(self, route_id: str, upstream_id: str) -> str:
         """The client's id for an upstream id of `route_id` (ids without a known prefix pass)."""
-        cached = self._encoded.get((route_id, upstream_id))
+        cached = self._encoded.get((self._consumer, route_id, upstream_id))
         if cached is not None:
             return cached
         prefix = next((p for p in PREFIXES if upstream_id.startswith(p)), None)
         if prefix is None:
             return upstream_id
-        route = route_id.encode()
+        route = route_id.encode()[:255]  # route ids are at most 64 characters (settings)
         payload = VERSION + bytes([len(route)]) + route + upstream_id[len(prefix):].encode()
         encoded = prefix + _b64(payload) + _b64(self._tag(prefix, payload))
         if len(self._encoded) >= 4096:
             self._encoded.clear()
-        self._encoded[(route_id, upstream_id)] = encoded
+        self._encoded[(self._consumer, route_id, upstream_id)] = encoded
         return encoded
 
     def decode(self, client_id: Any) -> tuple[str, str] | None:

@@ -138,7 +138,7 @@ def _refuse_state(body: dict[str, Any]) -> None:
         if not isinstance(include, list):
             raise invalid("include", "expected an array", "invalid_type")
         for i, value in enumerate(include):
-            if value not in ALLOWED_INCLUDES:
+            if not _one_of(value, ALLOWED_INCLUDES):
                 raise unsupported(f"include[{i}]", f"'{_short(value)}' is not available on this route")
 
 
@@ -179,7 +179,7 @@ def messages(input_: Any, instructions: Any) -> list[dict[str, Any]]:
             calls.add(call_id)
         elif kind == "function_call_output":
             call_id = item.get("call_id")
-            if call_id not in calls:
+            if not _one_of(call_id, calls):
                 raise invalid(f"{where}.call_id", f"no function_call item with call_id "
                               f"'{_short(call_id)}' precedes it in 'input' (this route keeps no "
                               f"stored state: send the function_call item too)")
@@ -199,7 +199,7 @@ def messages(input_: Any, instructions: Any) -> list[dict[str, Any]]:
 
 def message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
-    if role not in MESSAGE_ROLES:
+    if not _one_of(role, MESSAGE_ROLES):
         raise invalid(f"{where}.role", f"expected one of {', '.join(sorted(MESSAGE_ROLES))}")
     content = item.get("content")
     if isinstance(content, str):
@@ -212,6 +212,7 @@ def message(item: dict[str, Any], where: str) -> dict[str, Any]:
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        kind = kind if isinstance(kind, str) else None  # a list or object type matches nothing
         if kind in TEXT_PART_TYPES or kind == "refusal":
             text = part.get("refusal" if kind == "refusal" else "text")
             if not isinstance(text, str):
@@ -248,7 +249,7 @@ def tool_output(output: Any, where: str) -> str:
     if isinstance(output, list):  # text parts only: a tool message's content is text
         texts = []
         for j, part in enumerate(output):
-            if not isinstance(part, dict) or part.get("type") not in TEXT_PART_TYPES \
+            if not isinstance(part, dict) or not _one_of(part.get("type"), TEXT_PART_TYPES) \
                     or not isinstance(part.get("text"), str):
                 raise unsupported(f"{where}[{j}]", "only text parts can be a function's output "
                                                    "on this route")
@@ -351,6 +352,12 @@ def check_metadata(metadata: Any) -> None:
         if len(key) > METADATA_KEY_CHARS or not isinstance(value, str) or len(value) > METADATA_VALUE_CHARS:
             raise invalid("metadata", f"keys are strings of at most {METADATA_KEY_CHARS} characters, "
                                       f"values strings of at most {METADATA_VALUE_CHARS}")
+
+
+def _one_of(value: Any, allowed) -> bool:
+    """Membership for client values of any JSON type (a list or object is never a member, and
+    must not reach a set lookup, which would raise)."""
+    return isinstance(value, str) and value in allowed
 
 
 def _short(value: Any) -> str:

@@ -47,13 +47,13 @@ class TranslatedEvents:
         return self.stream.fail(message)
 
 
-def translated_call(gateway, body: dict[str, Any], pool: list[Route], common: dict[str, Any]) -> Call:
+def translated_call(codec, body: dict[str, Any], pool: list[Route], common: dict[str, Any]) -> Call:
     """The chat completions call that answers a Responses create on `pool` (400 naming the
-    parameter for what cannot be translated, before any upstream call)."""
+    parameter for what cannot be translated, before any upstream call). `codec`: the calling
+    consumer's ids."""
     request = dict(body)  # the client's Responses body, for the answer's echo of its settings
     chat = responses_to_chat(body)
     record: RequestRecord = common["record"]
-    codec = gateway.ids
 
     def rewrite(answer: dict[str, Any], route: Route) -> dict[str, Any]:
         translated = chat_to_response(answer, request, model=request.get("model"))

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.telemetry.redaction import SECRETS
+
 log = logging.getLogger("routing.telemetry")
+SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # Usage fields as upstreams report them → the record's token fields.
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -103,6 +107,8 @@ def finish(record: RequestRecord, status: int | None = None, error_code: str | N
         record.status = status
     if error_code is not None:
         record.error_code = error_code
+    if record.error_code is not None:
+        record.error_code = safe_code(record.error_code)
     record.duration_ms = round((time.perf_counter() - record.started) * 1000.0, 2)
     if record.ttfb_ms is None:
         record.ttfb_ms = record.duration_ms
@@ -110,6 +116,15 @@ def finish(record: RequestRecord, status: int | None = None, error_code: str | N
         asyncio.get_running_loop().call_soon(_to_sinks, record)
     except RuntimeError:  # no loop (a direct call): now
         _to_sinks(record)
+
+
+def safe_code(code: Any) -> str:
+    """An error code fit for the access log and metric dimensions: an upstream's code is its
+    free text (it could echo the key it was sent), so only short identifiers that hold no
+    configured secret pass; anything else is `upstream_error`."""
+    if isinstance(code, str) and SAFE_CODE.fullmatch(code) and not SECRETS.found_in(code):
+        return code
+    return "upstream_error"
 
 
 def _to_sinks(record: RequestRecord) -> None:
