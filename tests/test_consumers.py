@@ -134,14 +134,14 @@ def test_quota_is_final_and_the_openai_sdk_does_not_retry(consumers_gateway, cle
     client = openai.OpenAI(base_url=consumers_gateway.url + "/v1", api_key=QUOTA, max_retries=3)
     with pytest.raises(openai.RateLimitError) as refused:
         for _ in range(10):  # the emulator's few tokens per answer use 60 up within a few calls
-            client.chat.completions.create(model="gpt-4o-key", messages=MESSAGES)
+            client.chat.completions.create(model="gpt-4o-key", messages=MESSAGES, max_tokens=10)
     answered = upstream_chats(clean["aoai"])
     assert 1 <= answered < 10
     assert refused.value.code == "insufficient_quota"
     assert refused.value.response.headers["x-should-retry"] == "false"
     assert int(refused.value.response.headers["retry-after"]) > 0
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model="gpt-4o-key", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o-key", messages=MESSAGES, max_tokens=10)
     assert upstream_chats(clean["aoai"]) == answered  # no retry reached the upstream
     usage = httpx.get(consumers_gateway.url + "/v1/gateway/usage", headers={"api-key": QUOTA}).json()
     assert usage["quota"]["limit"] == 60 and usage["quota"]["period"] == "daily"
@@ -181,3 +181,19 @@ def test_a_stream_cut_short_gives_its_reservation_back(consumers_gateway, clean)
             break
         time.sleep(0.1)
     assert window["remaining"] > 1000 - 700, window
+
+
+def test_requests_without_a_completion_limit_reserve_a_default_answer(consumers_gateway, clean):
+    """20 concurrent chats that set no max_tokens cannot all slip under a 1000-token limit."""
+    clean["aoai"].fault(delay=1.0, count=-1)
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*[
+                client.post(consumers_gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {TPM}"},
+                            json={"model": "gpt-4o-key", "messages": MESSAGES}) for _ in range(20)])
+
+
+    statuses = [a.status_code for a in asyncio.run(burst())]
+    assert statuses.count(200) <= 1 and statuses.count(429) >= 19, statuses
+

@@ -2,11 +2,19 @@
 
 At admission the request reserves an estimate of its tokens: its body's size / 4 (no tokenizer:
 JSON is mostly text, and English averages ~4 characters a token) plus the completion it allows
-(`max_tokens` / `max_completion_tokens` / `max_output_tokens`), bounded. When its record is
-finished the reservation is replaced by the real `total_tokens` (a request that failed before
-any usage gives it all back; a stream cut short without a usage report keeps its prompt
-estimate: the upstream read the prompt). That accounting runs after the answer has gone out
-and never delays the client.
+(`max_tokens` / `max_completion_tokens` / `max_output_tokens`, or DEFAULT_COMPLETION_ESTIMATE
+when it names none: otherwise N concurrent requests without a limit would all slip under a
+limit their answers then exceed), bounded. When its record is finished the reservation is
+replaced by what it really used:
+- the upstream's `total_tokens` when it reported usage;
+- a stream cut short before its usage: the prompt estimate plus what was relayed (bytes / 4:
+  the SSE framing counts too, so it errs high, never low);
+- a background Responses create (its answer comes later, through follow-ups that carry no
+  reservation): the whole estimate;
+- a request that failed before reaching an upstream: nothing.
+That accounting runs after the answer has gone out and never delays the client: `settle` hands
+it to the store's `reconcile_soon` (no task per request; a shared store queues it and sends
+many requests' reconciliations in one call).
 
 The same call reads the shared cooldowns of the request's deployments (one round trip to Redis
 at most), so a deployment rested by another instance is skipped here too.
@@ -14,7 +22,6 @@ at most), so a deployment rested by another instance is skipped here too.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -30,16 +37,21 @@ log = logging.getLogger("routing.limits")
 
 CHARS_PER_TOKEN = 4
 MAX_COMPLETION_ESTIMATE = 1_000_000
+# Reserved for the answer of a request that sets no completion limit (reconciled when it ends).
+DEFAULT_COMPLETION_ESTIMATE = 1024
+GENERATING = frozenset({"chat/completions", "completions", "responses"})
 COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
                       "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                       "x-ratelimit-reset-requests")
 
 
-def estimate_tokens(body_bytes: int, body: dict[str, Any]) -> tuple[int, int]:
+def estimate_tokens(body_bytes: int, body: dict[str, Any], operation: str = "chat/completions") -> tuple[int, int]:
     """(prompt estimate, whole estimate) of a request."""
     prompt = max(body_bytes // CHARS_PER_TOKEN, 1)
-    completion = 0
+    if operation not in GENERATING:
+        return prompt, prompt  # embeddings: the input is all there is
+    completion = DEFAULT_COMPLETION_ESTIMATE
     for name in COMPLETION_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -76,7 +88,6 @@ class Limiter:
         self.store = store
         self.on_cooldowns = on_cooldowns
         self.clock = clock
-        self._pending: set[asyncio.Task] = set()  # reconciliations under way (kept referenced)
         # A shared store connects (TLS, Entra token, scripts) on the first request, with its
         # longer probe timeout, rather than failing that request's short call timeout.
         self._connected = not hasattr(store, "connect")
@@ -93,7 +104,7 @@ class Limiter:
         if not self._connected:
             self._connected = True
             await self.store.connect()
-        prompt, tokens = estimate_tokens(body_bytes, body)
+        prompt, tokens = estimate_tokens(body_bytes, body, record.operation)
         admission = await self.store.admit(consumer.name, consumer.limits, tokens, self.clock(), routes)
         if admission.cooldowns:
             self.on_cooldowns(admission.cooldowns)
@@ -107,29 +118,28 @@ class Limiter:
                 headers={**headers, "retry-after": str(retry),
                          **({"x-should-retry": "false"} if quota else {})})
         if admission.reservation is not None:
-            record.reservation = (self, admission.reservation, prompt)
+            record.reservation = (self, admission.reservation, prompt, tokens)
         return headers
 
     def settle(self, record: RequestRecord) -> None:
-        """The record is finished: its reservation becomes what it really used (in a task)."""
-        _, reservation, prompt = record.reservation
+        """The record is finished: its reservation becomes what it really used (handed to the
+        store, which applies it now or in the background; never awaited)."""
+        _, reservation, prompt, estimate = record.reservation
         record.reservation = None
-        if record.total_tokens is not None:
+        if record.background and record.status < 400:
+            used = max(estimate, record.total_tokens or 0)  # answered later, by follow-ups
+        elif record.total_tokens is not None:
             used = record.total_tokens
+        elif record.attempts and record.stream and record.status in (200, 499, 502, 504):
+            # Cut short before any usage report: the prompt was read, and whatever reached the
+            # client was generated (its bytes / 4 err high: the framing counts too).
+            used = prompt + record.relayed_bytes // CHARS_PER_TOKEN
         elif record.attempts and record.status in (200, 499):
-            used = prompt  # the upstream read the prompt; the rest was never reported
+            used = prompt  # an answer without usage, or a client that left while it was made
         else:
-            used = 0
+            used = 0  # refused or failed: nothing was generated for it
         try:
-            task = asyncio.get_running_loop().create_task(self._reconcile(reservation, used))
-        except RuntimeError:
-            return  # no loop (the process is ending): nothing left to limit
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _reconcile(self, reservation, used: int) -> None:
-        try:
-            await self.store.reconcile(reservation, used, self.clock())
+            self.store.reconcile_soon(reservation, used, self.clock())
         except Exception:  # accounting never fails a request; the store logs its degradation
             log.exception("limits: reconciling a reservation of consumer %s failed", reservation.consumer)
 

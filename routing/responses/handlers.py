@@ -82,6 +82,7 @@ async def create_response(request: Request) -> Response:
             raise not_found(foreign.client_id, foreign.param) from None
         native = [r for r in pool if native_responses(gateway, r)]
         pinned = _pinned_route(gateway, made_by, model, native)
+        record.background = body.get("background") is True
         common = {"request_id": headers["x-request-id"], "model": model, "user_agent": None,
                   "deadline": deadline, "headers": headers, "record": record}
         translatable = dict(body)  # as sent, should a Foundry deployment lack the API

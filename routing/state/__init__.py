@@ -4,7 +4,7 @@
 |---|---|
 | GATEWAY_STATE | `memory` (default) or `redis://host[:port][/db]` / `rediss://host[:port][/db]` (TLS; port 10000, Azure Managed Redis's, when none is given; 6379 for redis://) |
 | GATEWAY_STATE_AUTH | `managed-identity` (default for rediss://: an Entra token for Azure Managed Redis through the app's identity, user-assigned when AZURE_CLIENT_ID is set), `key` (GATEWAY_STATE_KEY, e.g. a Key Vault reference), or `none` (default for redis://) |
-| GATEWAY_STATE_TIMEOUT_MS | connect and reply timeout of each Redis operation, default 50; a whole call is bounded by twice that |
+| GATEWAY_STATE_TIMEOUT_MS | reply timeout of each Redis call, default 50; a whole call is bounded by twice that (a connection attempt, TLS and credentials included, gets at least 1 s, going on in the background) |
 
 Redis and redis-entraid are imported only when GATEWAY_STATE names Redis.
 """

@@ -89,6 +89,10 @@ class MemoryStore:
                                used, cooldowns)
 
     async def reconcile(self, reservation: Reservation, used_tokens: int, now: float) -> None:
+        self.reconcile_soon(reservation, used_tokens, now)
+
+    def reconcile_soon(self, reservation: Reservation, used_tokens: int, now: float) -> None:
+        """`reconcile`, applied before returning (nothing to wait for in memory)."""
         returned = reservation.tokens - max(int(used_tokens), 0)  # negative: it used more than reserved
         if not returned:
             return

@@ -4,9 +4,15 @@ decision into Lua scripts, so that it is atomic across instances: two instances 
 the last tokens. Imported only when the settings name Redis.
 
 - One round trip per call: `admit` runs one script that reads and takes the limits and reads the
-  cooldowns of the request's routes; `reconcile`, `cool_down` and `usage` one script each.
-  Scripts run by EVALSHA; redis-py's script objects load them again when a restarted server
-  answers NOSCRIPT.
+  cooldowns of the request's routes; `reconcile_many` one script for any number of finished
+  requests (ResilientStore batches them: under load, many requests' accounting in one round
+  trip), and `send_reconciles` the same without waiting, written with the next admission's
+  command; `cool_down` and `usage` one script each. Scripts run by EVALSHA; after a server
+  restart or SCRIPT FLUSH (NOSCRIPT, so nothing ran) the call is sent again as EVAL, which also
+  loads the script.
+- The connection is routing/state/resp.py's: one pipelined connection, no pool, one watchdog
+  timer per connection rather than a timeout per call (redis-py's asyncio client cost ~110 µs of
+  CPU per command here; this ~35 µs, most of it the event loop's and the kernel's work).
 - Every key is under one hash tag (`{routing}:…`): a clustered Redis runs a multi-key script
   only when all its keys hash to one slot (Azure Managed Redis: under the OSS clustering policy
   every multi-key command must; under the Enterprise policy, its default, only DEL, MSET, MGET,
@@ -19,26 +25,27 @@ the last tokens. Imported only when the settings name Redis.
 - Times are the callers' (`now`), never Redis's TIME: every instance uses the wall clock, and
   tests pass their own. Key TTLs are relative durations computed from that same `now`.
 - No retries inside the client: a script that may have run must not run twice (it would take
-  twice); `ResilientStore` decides what a failure means.
+  twice); `ResilientStore` decides what a failure means. In a batch of reconciliations each one
+  is applied on its own (a Lua pcall), so one that fails (a key of the wrong type) is reported
+  and the others are applied once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
+from routing.state.resp import ConnectionLost, RedisConnection, RedisError, ReplyError, pack
 from routing.state.store import Admission, Limits, Reservation, Usage, build_admission, build_usage, period_bounds
 
 KEY_PREFIX = "{routing}"
 QUOTA_KEPT_AFTER_PERIOD = 3600  # seconds: a request straddling the period's end is reconciled into it
 COOLDOWN_SLACK_MS = 1000
+CONNECT_TIMEOUT = 1.0  # seconds, at least, for a connection attempt (TLS and an Entra token included)
 REDIS_SCOPE_RESOURCE = "https://redis.azure.com/"  # the Entra resource of Azure Managed Redis
 
 # Shared by the scripts: a bucket's level at `now` (missing: full), and saving it with a TTL of
@@ -103,20 +110,31 @@ end
 return answer
 """
 
-# KEYS: token bucket, quota counter. ARGV: now, tokens per minute (0: none), tokens returned
-# (negative: more were used than reserved), 1 when the quota was charged.
+# Any number of reconciliations. KEYS: for each, its token bucket and quota counter. ARGV: for
+# each, now, tokens per minute (0: none), tokens returned (negative: more were used than
+# reserved), 1 when the quota was charged. Each runs in its own pcall: returns the (1-based)
+# numbers of those that failed, empty when all were applied.
 _RECONCILE_LUA = _BUCKET_LUA + """
-local now, tpm, returned = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if tpm > 0 then
-  local level, at = level_at(KEYS[1], tpm, now)
-  save(KEYS[1], math.min(level + returned, tpm), tpm, at)
-end
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('INCRBY', KEYS[2], -returned) < 0 then
-    redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+local function reconcile(bucket, counter, now, tpm, returned, charged)
+  if tpm > 0 then
+    local level, at = level_at(bucket, tpm, now)
+    save(bucket, math.min(level + returned, tpm), tpm, at)
+  end
+  if charged == '1' and redis.call('EXISTS', counter) == 1 then
+    if redis.call('INCRBY', counter, -returned) < 0 then
+      redis.call('SET', counter, 0, 'KEEPTTL')
+    end
   end
 end
-return 0
+local failed = {}
+for i = 1, #KEYS / 2 do
+  local a = (i - 1) * 4
+  if not pcall(reconcile, KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+               tonumber(ARGV[a + 3]), ARGV[a + 4]) then
+    failed[#failed + 1] = i
+  end
+end
+return failed
 """
 
 # KEYS: the route's cooldown. ARGV: its end, TTL (ms). A later end wins.
@@ -140,36 +158,43 @@ return {string.format('%.17g', token_level), string.format('%.17g', request_leve
 """
 
 
+class _Script:
+    __slots__ = ("text", "sha")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
 class RedisStore:
     name = "redis"
     # What a call may raise when Redis is unreachable, slow or refusing: ResilientStore then
     # serves from memory.
     failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-    def __init__(self, client: aioredis.Redis, *, address: str, key_prefix: str = KEY_PREFIX):
+    def __init__(self, connection: RedisConnection, *, address: str, key_prefix: str = KEY_PREFIX):
         """`address`: host:port, for log lines (never a key). `key_prefix` must be a hash tag."""
-        self._client = client
+        self.connection = connection
         self.address = address
         self._prefix = key_prefix
-        self._scripts = [client.register_script(text) for text in (_ADMIT_LUA, _RECONCILE_LUA, _COOL_DOWN_LUA, _USAGE_LUA)]
+        self._scripts = [_Script(text) for text in (_ADMIT_LUA, _RECONCILE_LUA, _COOL_DOWN_LUA, _USAGE_LUA)]
         self._admit, self._reconcile, self._cool_down, self._usage = self._scripts
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.05, password: str | None = None,
                  credential_provider: object | None = None, key_prefix: str = KEY_PREFIX) -> RedisStore:
         """A store on `redis://host:port[/db]` or `rediss://host:port[/db]` (TLS). `timeout`:
-        seconds for connecting and for each reply. `password` (an access key) or
+        seconds for each reply; a connection attempt (TCP, TLS, credentials, AUTH) gets at least
+        CONNECT_TIMEOUT (it goes on in the background while callers give up on their own
+        bounds, so a slow first connection gets made). `password` (an access key) or
         `credential_provider` (Entra ID) when the server wants one. The URL is taken as given:
         routing.state.store_from_settings validates the settings."""
         parts = urlsplit(url)
-        tls = parts.scheme == "rediss"
         host, port = parts.hostname or "localhost", parts.port or 6379
-        client = aioredis.Redis(
-            host=host, port=port, db=int(parts.path.strip("/") or 0), ssl=tls,
-            password=password, credential_provider=credential_provider,
-            socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0))
-        return cls(client, address=f"{host}:{port}", key_prefix=key_prefix)
+        connection = RedisConnection(host, port, db=int(parts.path.strip("/") or 0), tls=parts.scheme == "rediss",
+                                     password=password, credential_provider=credential_provider,
+                                     timeout=timeout, connect_timeout=max(timeout, CONNECT_TIMEOUT))
+        return cls(connection, address=f"{host}:{port}", key_prefix=key_prefix)
 
     # -- the StateStore interface ---------------------------------------------------------------
 
@@ -181,10 +206,12 @@ class RedisStore:
         tpm, rpm, quota = limits.tokens_per_minute or 0, limits.requests_per_minute or 0, limits.token_quota or 0
         period_start, period_end = period_bounds(limits.quota_period, now) if quota else (0, 0)
         quota_ttl_ms = math.ceil((period_end - now + QUOTA_KEPT_AFTER_PERIOD) * 1000)
-        keys = [self._key("tokens", consumer), self._key("requests", consumer),
-                self._quota_key(consumer, period_start), *(self._key("cooldown", route) for route in routes)]
-        refused, token_level, request_level, used, *ends = await self._admit(
-            keys, [repr(float(now)), tpm, rpm, quota if quota else -1, cost, quota_ttl_ms])
+        prefix = self._prefix
+        refused, token_level, request_level, used, *ends = await self._run(
+            self._admit,
+            (f"{prefix}:tokens:{consumer}", f"{prefix}:requests:{consumer}",
+             f"{prefix}:quota:{period_start}:{consumer}", *(f"{prefix}:cooldown:{route}" for route in routes)),
+            (repr(float(now)), tpm, rpm, quota if quota else -1, cost, quota_ttl_ms))
         cooldowns = {route: until for route, end in zip(routes, ends) if end and (until := float(end)) > now}
         if not limits:
             return Admission(admitted=True, cooldowns=cooldowns)
@@ -192,41 +219,103 @@ class RedisStore:
                                float(request_level), int(used), cooldowns)
 
     async def reconcile(self, reservation: Reservation, used_tokens: int, now: float) -> None:
-        returned = reservation.tokens - max(int(used_tokens), 0)
-        charged = reservation.quota_period_start is not None
-        if not returned or not (reservation.tokens_per_minute or charged):
-            return
-        consumer = reservation.consumer
-        await self._reconcile(
-            [self._key("tokens", consumer), self._quota_key(consumer, reservation.quota_period_start or 0)],
-            [repr(float(now)), reservation.tokens_per_minute or 0, returned, 1 if charged else 0])
+        if await self.reconcile_many(((reservation, used_tokens, now),)):
+            raise ReplyError("the reconciliation failed in Redis")
+
+    async def reconcile_many(self, items: Sequence[tuple[Reservation, int, float]]) -> int:
+        """Apply (reservation, used tokens, now) reconciliations in one script call (one round
+        trip, none when none changes anything). Returns how many could not be applied (each
+        is applied or not on its own); raises when the call itself failed (then it is unknown
+        which were)."""
+        keys, args = self._reconcile_arguments(items)
+        return len(await self._run(self._reconcile, keys, args)) if keys else 0
+
+    def send_reconciles(self, items: Sequence[tuple[Reservation, int, float]],
+                        answered: Callable[[int, BaseException | None], None]) -> bool:
+        """`reconcile_many` without waiting: written with the next command sent in this loop
+        turn (an admission's, typically: one write, one round trip for both, the
+        reconciliations applied first). `answered(refused, error)` is called once, from the
+        reply (before whatever else that read resumes). False when not connected (nothing
+        sent: use `reconcile_many`)."""
+        keys, args = self._reconcile_arguments(items)
+        if not keys:
+            asyncio.get_running_loop().call_soon(answered, 0, None)
+            return True
+        sent = self.connection.send(pack("EVALSHA", self._reconcile.sha, len(keys), *keys, *args))
+        if sent is None:
+            return False
+
+        def replied(reply: asyncio.Future, first: bool = True) -> None:
+            error = ConnectionLost("cancelled") if reply.cancelled() else reply.exception()
+            if error is None:
+                answered(len(reply.result()), None)
+            elif first and isinstance(error, ReplyError) and str(error).startswith("NOSCRIPT"):
+                # The server lost its scripts: nothing ran; EVAL loads it.
+                again = self.connection.send(pack("EVAL", self._reconcile.text, len(keys), *keys, *args))
+                if again is None:
+                    answered(0, error)
+                else:
+                    again.add_done_callback(lambda reply: replied(reply, first=False))
+            else:
+                answered(0, error)
+
+        sent.add_done_callback(replied)
+        return True
+
+    def _reconcile_arguments(self, items: Sequence[tuple[Reservation, int, float]]) -> tuple[list, list]:
+        """The reconcile script's KEYS and ARGV for the items that change something."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        prefix = self._prefix
+        for reservation, used_tokens, now in items:
+            returned = reservation.tokens - max(int(used_tokens), 0)
+            charged = reservation.quota_period_start is not None
+            if not returned or not (reservation.tokens_per_minute or charged):
+                continue
+            consumer = reservation.consumer
+            keys += (f"{prefix}:tokens:{consumer}", f"{prefix}:quota:{reservation.quota_period_start or 0}:{consumer}")
+            args += (repr(float(now)), reservation.tokens_per_minute or 0, returned, 1 if charged else 0)
+        return keys, args
 
     async def cool_down(self, route_id: str, until: float, now: float | None = None) -> None:
         remaining_ms = math.ceil((until - (time.time() if now is None else now)) * 1000)
         if remaining_ms > 0:
-            await self._cool_down([self._key("cooldown", route_id)],
-                                  [repr(float(until)), remaining_ms + COOLDOWN_SLACK_MS])
+            await self._run(self._cool_down, (self._key("cooldown", route_id),),
+                            (repr(float(until)), remaining_ms + COOLDOWN_SLACK_MS))
 
     async def usage(self, consumer: str, limits: Limits, now: float) -> Usage:
         quota = limits.token_quota
         period_start = period_bounds(limits.quota_period, now)[0] if quota else 0
-        token_level, request_level, used = await self._usage(
-            [self._key("tokens", consumer), self._key("requests", consumer), self._quota_key(consumer, period_start)],
-            [repr(float(now)), limits.tokens_per_minute or 0, limits.requests_per_minute or 0])
+        token_level, request_level, used = await self._run(
+            self._usage,
+            (self._key("tokens", consumer), self._key("requests", consumer), self._quota_key(consumer, period_start)),
+            (repr(float(now)), limits.tokens_per_minute or 0, limits.requests_per_minute or 0))
         return build_usage(limits, now, float(token_level), float(request_level), int(used) if quota else 0)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.connection.close()
 
     # -- for ResilientStore and the tests -------------------------------------------------------
 
     async def ping(self) -> None:
         """One round trip that also loads the scripts (a restarted server has none)."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.ping()
-            for script in self._scripts:
-                pipe.script_load(script.script)
-            await pipe.execute()
+        connection = self.connection
+        replies = await asyncio.gather(
+            connection.execute(pack("PING")),
+            *(connection.execute(pack("SCRIPT", "LOAD", script.text)) for script in self._scripts),
+            return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+
+    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]):
+        try:
+            return await self.connection.execute(pack("EVALSHA", script.sha, len(keys), *keys, *args))
+        except ReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        # The server lost its scripts (restarted, or SCRIPT FLUSH): nothing ran; EVAL loads it.
+        return await self.connection.execute(pack("EVAL", script.text, len(keys), *keys, *args))
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"

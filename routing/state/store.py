@@ -110,6 +110,11 @@ class StateStore(Protocol):
         failed before any usage): the difference goes back to (or is taken from) the token
         bucket and the quota period it was charged to."""
 
+    def reconcile_soon(self, reservation: Reservation, used_tokens: int, now: float) -> None:
+        """`reconcile` handed off, for the end of a request: never awaited, never raises for
+        the store's sake. Applied now (memory) or queued and sent in the background, batched
+        with the others (a shared store); `close` applies what is still queued."""
+
     async def cool_down(self, route_id: str, until: float, now: float | None = None) -> None:
         """Every instance skips the route until `until` (a later end wins over an earlier one).
         `now` (default: the wall clock) only bounds how long the store keeps the entry."""

@@ -48,6 +48,8 @@ class RequestRecord:
     response_model: str | None = None  # the model the upstream says answered (metrics only)
     reservation: Any = field(default=None, repr=False)  # limits to settle at finish (routing.limits)
     limit_headers: dict[str, str] | None = field(default=None, repr=False)  # the consumer's x-ratelimit-*
+    relayed_bytes: int = field(default=0, repr=False)  # stream bytes sent to the client (limits' estimate)
+    background: bool = field(default=False, repr=False)  # a background Responses create
     started: float = field(default_factory=time.perf_counter, repr=False)
     upstream_seconds: float = field(default=0.0, repr=False)  # awaiting upstreams, excluded from overhead
     finished: bool = field(default=False, repr=False)

@@ -180,6 +180,7 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
     try:
         try:
             if first:
+                stream.record.relayed_bytes += len(first)
                 yield first
             # Idle time counts from the last event relayed, not the last byte read: comments or
             # keep-alive lines (never relayed) do not keep a silent stream open.
@@ -206,6 +207,7 @@ async def relay(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes], 
                 out = stream.feed(chunk)
                 if out:
                     last_event = loop.time()
+                    stream.record.relayed_bytes += len(out)
                     yield out
             if stream.protocol_error:
                 log.warning("route %s: stream ended early: %s", route_id, stream.protocol_error)
