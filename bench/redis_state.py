@@ -26,27 +26,30 @@ CLIENT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "ping", 
                    "client|setinfo", "client|setname", "script|load", "script|exists")
 
 
-def counts(server) -> tuple[int, int]:
-    """(commands sent by clients, commands processed in all, scripts' inner ones included)."""
+def counts(server) -> tuple[int, int, int]:
+    """(commands sent by clients, commands processed in all (scripts' inner ones included), reads
+    the server made: each a round trip's request, however many commands it carried)."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=server.port)
     try:
         stats = client.info("commandstats")
-        total = int(client.info("stats")["total_commands_processed"])
+        info = client.info("stats")
     finally:
         client.close()
     sent = sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in CLIENT_COMMANDS)
-    return sent, total
+    return sent, int(info["total_commands_processed"]), int(info["total_reads_processed"])
 
 
 def ops_per_request(runner, target, server, count: int = 2000) -> dict:
-    """Redis round trips (and commands run, inside scripts included) per request over `count`
-    requests at concurrency 1, warm-up included in both counts."""
-    sent0, total0 = counts(server)
+    """Redis calls, reads (round trips) and commands run per request over `count` requests at
+    concurrency 1, warm-up included; this function's own two INFO connections subtracted."""
+    sent0, total0, reads0 = counts(server)
     result = runner.phase(target, "c1", count, 1, 50)
-    sent1, total1 = counts(server)
-    requests = result["expected_upstream_requests"]
-    return {"requests": requests, "round_trips": sent1 - sent0, "commands": total1 - total0 - 2,
-            "per_request": (sent1 - sent0) / max(requests, 1),
-            "commands_per_request": (total1 - total0 - 2) / max(requests, 1), "errors": result["errors"]}
+    sent1, total1, reads1 = counts(server)
+    requests = max(result["expected_upstream_requests"], 1)
+    # Each `counts` connection: a HELLO/CLIENT SETINFO handshake and two INFO commands.
+    own = 4
+    return {"requests": requests, "round_trips": sent1 - sent0, "commands": total1 - total0 - own,
+            "per_request": (sent1 - sent0) / requests, "reads_per_request": (reads1 - reads0 - own) / requests,
+            "commands_per_request": (total1 - total0 - own) / requests, "errors": result["errors"]}

@@ -252,9 +252,10 @@ def markdown(data: dict) -> str:
         f"{c.get('background_cpu_share', 0) * 100:.0f} % of the machine meanwhile.",
         "",
         *([f"Redis state (`gateway + Redis state`, a consumer with limits): "
-           f"{_f(data['redis_ops']['per_request'])} Redis round trips per request at concurrency 1 "
-           f"({data['redis_ops']['round_trips']} over {data['redis_ops']['requests']} requests, from "
-           f"the server's INFO commandstats), {_f(data['redis_ops']['commands_per_request'])} commands "
+           f"{_f(data['redis_ops']['per_request'])} Redis script calls and "
+           f"{_f(data['redis_ops'].get('reads_per_request'))} server reads (round trips) per request at "
+           f"concurrency 1 ({data['redis_ops']['round_trips']} calls over {data['redis_ops']['requests']} "
+           f"requests, from the server's INFO), {_f(data['redis_ops']['commands_per_request'])} commands "
            f"run per request inside the scripts included.", ""] if data.get("redis_ops") else []),
         f"Fast upstream (`bench/fast_upstream.py`): {_f(up['cpu_us_per_request'], 0)} µs CPU per request, "
         f"≈ {_f(up['capacity_rps_per_core'], 0)} req/s per core; load generator "
