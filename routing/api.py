@@ -27,7 +27,6 @@ from routing.errors import GatewayError, error_response
 from routing.upstream.forward import Call, forward
 from routing.inbound.body import read_json_body
 from routing.inbound.validate import validate_body
-from routing.limits.limiter import RATE_LIMIT_HEADERS
 from routing.telemetry import access_log  # noqa: F401  (registers the access-log sink)
 from routing.telemetry.record import RequestRecord, finish
 from routing.upstream.stream_response import EventStreamResponse
@@ -85,8 +84,9 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
             pool = [r for r in pool if gateway.rules(r, operation).tools] or _no_tools(model)
         limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
                                                     [r.id for r in pool])
-        if limit_headers:
+        if limit_headers:  # the consumer's own window, in place of any upstream's
             record.limit_headers = limit_headers
+            headers.update(limit_headers)
         call = Call(request_id=headers["x-request-id"], operation=operation, model=model,
                     body=body, pool=pool, user_agent=client_user_agent(request),
                     deadline=deadline, headers=headers, record=record)
@@ -148,15 +148,9 @@ def body_size(request: Request, body: dict[str, Any]) -> int:
 
 
 def answered(response: Response, record: RequestRecord) -> Response:
-    """The response with `x-gateway-overhead-ms` and, for a consumer with limits, its own
-    rate-limit headers in place of the upstream's; its record closed unless a stream still runs
+    """The response with `x-gateway-overhead-ms`; its record closed unless a stream still runs
     (the stream closes it when it ends)."""
     response.headers["x-gateway-overhead-ms"] = f"{record.overhead_ms():.2f}"
-    if record.limit_headers:
-        for name in RATE_LIMIT_HEADERS:
-            if name in response.headers:
-                del response.headers[name]
-        response.headers.update(record.limit_headers)
     if not isinstance(response, EventStreamResponse):
         finish(record, response.status_code)  # its error_code is set where the error is known
     return response

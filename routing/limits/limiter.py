@@ -41,9 +41,6 @@ MAX_COMPLETION_ESTIMATE = 1_000_000
 DEFAULT_COMPLETION_ESTIMATE = 1024
 GENERATING = frozenset({"chat/completions", "completions", "responses"})
 COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
-RATE_LIMIT_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
-                      "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                      "x-ratelimit-reset-requests")
 
 
 def estimate_tokens(body_bytes: int, body: dict[str, Any], operation: str = "chat/completions") -> tuple[int, int]:

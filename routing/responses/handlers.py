@@ -93,8 +93,9 @@ async def create_response(request: Request) -> Response:
             call = _translated(gateway, codec, body, pool, common)
         limit_headers = await gateway.limiter.admit(consumer, record, body_size(request, body), body,
                                                     [r.id for r in call.pool])
-        if limit_headers:
+        if limit_headers:  # the consumer's own window, in place of any upstream's
             record.limit_headers = limit_headers
+            headers.update(limit_headers)
         response = await forward_while_connected(request, gateway, call)
         if call.operation == OPERATION and pinned is None and _lacks_responses(gateway, response, call):
             response = await forward_while_connected(request, gateway, _translated(

@@ -260,7 +260,8 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
         raise GatewayError(502, f"The upstream of route '{route.id}' rejected the gateway's "
                            f"credentials (HTTP {status}); the gateway's configuration must be fixed.",
                            code="upstream_auth_failed", headers=NO_RETRY)
-    headers = {**call.headers, **forwarded_headers(response.headers)}
+    # A consumer with limits gets its own window's headers (already in call.headers), not the upstream's.
+    headers = call.headers if call.record.limit_headers else {**call.headers, **forwarded_headers(response.headers)}
     if status >= 400:
         mapped = map_upstream_error(status, content)
         call.record.error_code = mapped["error"]["code"]
