@@ -14,7 +14,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
 from routing.responses.translate_stream import ChatToResponsesStream
-from tests.test_responses_translation import Weather, sdk_upstream  # noqa: F401 (a fixture)
+from tests import test_responses_translation as translation_tests
+from tests.test_responses_translation import Weather
+
+sdk_upstream = translation_tests.sdk_upstream  # the fixture, shared
 
 EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
 USAGE = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}

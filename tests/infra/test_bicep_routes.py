@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from bicep_model import (
     INFRA, ROOT, ROUTE_FIELD_PROPERTIES, ROUTE_FIELDS, VAULT_URI, parameters, route_settings, template, variable, yaml,

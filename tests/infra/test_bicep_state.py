@@ -12,7 +12,7 @@ import pytest
 
 from bicep_model import (
     APP, BICEP_FILES, INFRA, REDIS_HOST, VAULT_URI, Evaluator, app_settings_from_main, decorator, main_scope,
-    module_file, parameters, resources, template, the_resource, unwrap,
+    module_file, parameters, template, the_resource, unwrap,
 )
 
 API_VERSION = "2025-07-01"  # the current stable Microsoft.Cache/redisEnterprise API
