@@ -91,12 +91,18 @@ async def _proxy(request: Request, operation: str, path_model: str | None = None
                     body=body, pool=pool, user_agent=client_user_agent(request),
                     deadline=deadline, headers=headers, record=record)
         response = await forward_while_connected(request, gateway, call)
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    except Exception:  # a bug must still answer in the OpenAI shape, with the request id
-        response = internal_error(headers, record)
+    except Exception as exc:  # a bug must still answer in the OpenAI shape, with the request id
+        response = error_answer(exc, headers, record)
     return answered(response, record)
+
+
+def error_answer(exc: Exception, headers: dict[str, str], record: RequestRecord) -> Response:
+    """A handler's exception as its answer: a GatewayError as itself, anything else a 500 (call
+    it from the `except` block: the traceback is logged)."""
+    if isinstance(exc, GatewayError):
+        record.error_code = exc.code
+        return error_response(exc, headers)
+    return internal_error(headers, record)
 
 
 def internal_error(headers: dict[str, str], record: RequestRecord) -> Response:
@@ -231,11 +237,8 @@ async def _consumer_answer(request: Request, operation: str, answer) -> Response
         gateway = runtime.current()
         consumer = await identify(gateway, request, headers, record)
         response = JSONResponse(await answer(gateway, consumer, record), headers=headers)
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    except Exception:
-        response = internal_error(headers, record)
+    except Exception as exc:
+        response = error_answer(exc, headers, record)
     return answered(response, record)
 
 

@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from routing import gateway as runtime
-from routing.api import (answered, body_size, forward_while_connected, identify, internal_error, model_pool,
+from routing.api import (answered, body_size, error_answer, forward_while_connected, identify, model_pool,
                          request_id, shown)
 from routing.config.settings import Route
-from routing.errors import GatewayError, error_response
+from routing.errors import GatewayError
 from routing.inbound.body import read_json_body
 from routing.responses.events import ResponsesEvents
 from routing.responses.ids import ForeignId, rewrite_in
@@ -100,11 +100,8 @@ async def create_response(request: Request) -> Response:
         if call.operation == OPERATION and pinned is None and _lacks_responses(gateway, response, call):
             response = await forward_while_connected(request, gateway, _translated(
                 gateway, codec, translatable, pool, common))
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    except Exception:  # a bug must still answer in the OpenAI shape (and close its record)
-        response = internal_error(headers, record)
+    except Exception as exc:  # a bug too must answer in the OpenAI shape (and close its record)
+        response = error_answer(exc, headers, record)
     return answered(response, record)
 
 
@@ -191,11 +188,8 @@ async def _follow_up(request: Request, kind: str, method: str, suffix: str = "")
                     url_suffix="/" + quote(decoded[1], safe="") + suffix, query=query,
                     **_calls(codec, record))
         response = await forward_while_connected(request, gateway, call)
-    except GatewayError as error:
-        record.error_code = error.code
-        response = error_response(error, headers)
-    except Exception:
-        response = internal_error(headers, record)
+    except Exception as exc:
+        response = error_answer(exc, headers, record)
     return answered(response, record)
 
 
