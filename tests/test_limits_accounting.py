@@ -55,3 +55,4 @@ def test_estimates():
 ])
 def test_what_a_finished_request_is_charged(fields, expected):
     assert used_after(**fields) == expected
+

@@ -151,9 +151,17 @@ def _after_failure(gateway, call: Call, failure: Failure, more: bool) -> None:
         selector.answered(route)  # an answer, however bad, is not a slow deployment
     hint = retry_delay(failure.headers)
     rest = hint if hint is not None else settings.cooldown
-    selector.rest(route, rest)
+    what = failure.status or failure.reason or failure.kind
+    # 429/408 and connect errors say the deployment is busy or down, whoever asked; a 5xx or a
+    # broken answer may be the request's doing: it needs two consumers to rest the deployment.
+    if failure.kind == "broken" or failure.status >= 500:
+        if not selector.server_error(route, call.record.consumer, rest):
+            log.warning("request %s: route %s failed (%s)%s", call.request_id, route.id, what, next_step)
+            return
+    else:
+        selector.rest(route, rest)
     log.warning("request %s: route %s failed (%s), resting it %.1f s%s", call.request_id, route.id,
-                failure.status or failure.reason or failure.kind, rest, next_step)
+                what, rest, next_step)
 
 
 async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:

@@ -77,6 +77,7 @@ class Selector:
         # The breaker opens on timeouts from this many distinct consumers (2 when there are
         # several): one caller's slow requests must not rest a deployment for everyone.
         self.distinct_consumers = min(max(consumers, 1), 2)
+        self._server_errors: dict[str, tuple[float, frozenset[str]]] = {}  # route → (window start, consumers)
 
     def order(self, pool: Sequence[Route]) -> list[Route]:
         """Routes to try, in order. Empty when every selectable route is cooling down."""
@@ -111,6 +112,26 @@ class Selector:
     def answered(self, route: Route) -> None:
         """`route` answered in time: its breaker closes."""
         self.cooldowns.reset_timeouts(route.id)
+
+    def server_error(self, route: Route, consumer: str | None, seconds: float) -> bool:
+        """`route` answered 5xx or broke the protocol for `consumer`'s request. With several
+        consumers it rests only once two of them met such a failure within `seconds`: a request
+        can cause a 5xx (a malformed body some upstreams fail on), and one caller must not rest
+        a deployment for everyone. True when it now rests."""
+        if self.distinct_consumers > 1:
+            now = self.clock()
+            since, seen = self._server_errors.get(route.id, (now, frozenset()))
+            if now - since > max(seconds, 1.0):
+                since, seen = now, frozenset()
+            seen = seen | {consumer or ""} if len(seen) < 2 else seen
+            self._server_errors[route.id] = (since, seen)
+            if len(self._server_errors) > 4096:
+                self._server_errors.clear()
+            if len(seen) < self.distinct_consumers:
+                return False
+            self._server_errors.pop(route.id, None)
+        self.rest(route, seconds)
+        return True
 
     def shortest_wait(self, pool: Sequence[Route]) -> float:
         """Seconds until the first selectable route of the pool leaves its cooldown."""
