@@ -79,10 +79,6 @@ class ConsumerTable:
     def anonymous(self) -> Consumer:
         return self.consumers.get(DEFAULT_CONSUMER) or Consumer(DEFAULT_CONSUMER)
 
-    @property
-    def any_limits(self) -> bool:
-        return any(c.limits for c in self.consumers.values())
-
     def describe(self) -> dict:
         return {name: {"keys": f"<{len(c.keys)} redacted>", "principals": sorted(c.principals),
                        "models": sorted(c.models) if c.models is not None else "all",

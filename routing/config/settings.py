@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from routing.config.consumers import ConsumerTable, load_consumers
+from routing.config.consumers import KEY_VAULT_REFERENCE, ConsumerTable, load_consumers
 from routing.config.foundry import FAMILY_NAMES, FOUNDRY_V1_SCOPE, foundry_v1_errors
 from routing.upstream.backends.families import detect as detect_family
 
@@ -33,7 +33,6 @@ DEFAULT_MAX_INFLIGHT_BODY_BYTES = 128 * 1024 * 1024
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # Hosts whose key goes in `api-key`; every other host (serverless Llama) takes `Authorization: Bearer`.
 API_KEY_HEADER_HOST_SUFFIXES = (".openai.azure.com", ".services.ai.azure.com")
-KEY_VAULT_REFERENCE = "@microsoft.keyvault("
 # Headers an operator may not inject: they carry credentials or framing the gateway owns.
 RESERVED_HEADERS = frozenset(
     {"authorization", "api-key", "host", "content-length", "content-type", "transfer-encoding",

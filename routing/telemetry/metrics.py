@@ -333,8 +333,3 @@ def _known_model(record: RequestRecord) -> str | None:
 
     gateway = runtime.configured()
     return model if gateway is not None and model in gateway.table.pools else None
-
-
-def configured_sink() -> Callable[[RequestRecord], None] | None:
-    """The sink in SINKS, if metrics are configured (for tests and diagnostics)."""
-    return _state.get("sink")

@@ -217,7 +217,8 @@ async def _attempt(gateway, call: Call, route: Route) -> Response | Failure:
                                                     allow_redirects=False)
             status = response.status
             if call.stream and status < 300 and _is_event_stream(response):
-                usage = UsageChunk() if call.wants_usage and route.backend == "azure-ai" else None
+                usage = (UsageChunk() if call.wants_usage and route.backend == "azure-ai" and call.events is None
+                         else None)  # an adapter (Responses) takes usage from its own events
                 stream = EventStream(route.id, usage, call.record, strip_usage=own_usage,
                                      adapter=call.events(route) if call.events is not None else None)
                 chunks = response.content.iter_any().__aiter__()
